@@ -1,0 +1,110 @@
+"""Arrays: the numpy/CuPy module of the inputs, dtype and shape rules.
+
+Every block is written once against ``xp = get_array_module(...)``; no block
+calls numpy functions directly on its inputs.  CuPy is optional and never
+imported unless a CuPy array is handed in.
+"""
+
+import numpy as np
+
+FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _is_cupy(a):
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def get_array_module(*arrays):
+    """``cupy`` if the (non-None) arguments are CuPy arrays, else ``numpy``.
+
+    Mixing NumPy and CuPy arrays in one call is a ``ValueError``."""
+    kinds = {_is_cupy(a) for a in arrays if a is not None and hasattr(a, "shape")}
+    if len(kinds) > 1:
+        raise ValueError("cannot mix NumPy and CuPy arrays in one call")
+    if kinds == {True}:
+        import cupy
+        return cupy
+    return np
+
+
+def is_empty(a):
+    """MATLAB's ``[]``: ``None`` or an array with no elements."""
+    return a is None or getattr(a, "size", 1) == 0
+
+
+def as_tensor(a, fname, name, xp=np):
+    """Check a tensor argument: real float32/float64 (any dtype if empty).
+
+    Returns an array of the argument's module (no copy when possible), or
+    ``None`` for an empty argument."""
+    if a is None:
+        return None
+    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        try:
+            a = np.asarray(a)
+        except Exception:
+            raise ValueError(f"{fname}: {name} must be an array, got {type(a).__name__}") from None
+        if xp is not np:
+            a = xp.asarray(a)
+    if a.size == 0:
+        return None
+    if a.dtype not in FLOAT_TYPES:
+        raise ValueError(
+            f"{fname}: {name} must be float32 or float64, got {a.dtype} (shape {tuple(a.shape)})")
+    return a
+
+
+def common_dtype(fname, **tensors):
+    """The single float dtype of the non-empty tensors; mixing is an error."""
+    seen = {name: t.dtype for name, t in tensors.items() if t is not None}
+    kinds = set(seen.values())
+    if len(kinds) > 1:
+        desc = ", ".join(f"{n} is {d}" for n, d in seen.items())
+        raise ValueError(f"{fname}: tensor arguments must not mix float32 and float64 ({desc})")
+    return kinds.pop() if kinds else np.dtype(np.float32)
+
+
+def shape4(shape):
+    """MATLAB's 4-D view of a shape: missing trailing dims are 1, dims past
+    the 4th fold into the 4th."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 4:
+        return shape + (1,) * (4 - len(shape))
+    n = 1
+    for s in shape[3:]:
+        n *= s
+    return shape[:3] + (n,)
+
+
+def to4d(a):
+    """View ``a`` as ``H x W x C x N`` (see :func:`shape4`)."""
+    s4 = shape4(a.shape)
+    return a if a.shape == s4 else a.reshape(s4, order="F")
+
+
+def to_nhwc(x4, xp):
+    """``H x W x C x N`` -> C-contiguous ``N x H x W x C`` (free when ``x4`` is
+    itself a transposed NHWC array, as every block's output is)."""
+    return xp.ascontiguousarray(x4.transpose(3, 0, 1, 2))
+
+
+def from_nhwc(y):
+    """C-contiguous ``N x H x W x C`` -> ``H x W x C x N`` view.
+
+    Blocks hand out these views so that chained layers need no conversion:
+    the API fixes the shape, not the memory order."""
+    return y.transpose(1, 2, 3, 0)
+
+
+def check_derivative(fname, dzdy, expected, what="the forward output"):
+    """``dzdy`` must have exactly the (4-D) shape of the forward output."""
+    if shape4(dzdy.shape) != shape4(expected):
+        raise ValueError(
+            f"{fname}: dzdy has shape {tuple(dzdy.shape)} but {what} has shape "
+            f"{tuple(expected)}")
+
+
+def like_shape(d, shape):
+    """Give the derivative ``d`` exactly the shape of its primal."""
+    shape = tuple(shape)
+    return d if d.shape == shape else d.reshape(shape, order="F")

@@ -1,0 +1,430 @@
+"""Convolution and convolution transpose.
+
+One engine computes the three quantities of a convolution layer, the output
+``y``, the data derivative ``dx`` and the filter derivative ``dw``, through
+im2col and large GEMMs over byte-bounded chunks of the batch.
+``vl_nnconvt`` is the same engine run the other way round: its forward is
+the convolution's data derivative, as in MatConvNet's C++ code.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._backend import (as_tensor, check_derivative, common_dtype, from_nhwc,
+                       get_array_module, like_shape, shape4, to4d, to_nhwc)
+from ._im2col import (add_unpadded, col2im, fill_padded, get_workspace_limit,
+                      im2col, workspace)
+from ._options import as_int, as_pair, as_quad, parse_options, split_derivative
+from ._shapes import conv_output_size, convt_output_size
+
+# Target size of one chunk's column buffer.  Small buffers stay in cache and
+# are reused across chunks; PERFORMANCE.md measured 1-4 MB as the sweet spot.
+_CHUNK_BYTES = 4 * 2 ** 20
+# With at most this many channels per group the planar column layout (copies
+# along image rows) beats the interleaved one (copies of FC-long runs).
+_PLANAR_MAX_FC = 8
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """A convolution's sizes: input ``n x h x w x c``, filters
+    ``fh x fw x fc x k`` in ``groups`` groups, output ``ho x wo``."""
+    n: int
+    h: int
+    w: int
+    c: int
+    fh: int
+    fw: int
+    fc: int
+    k: int
+    groups: int
+    stride_y: int
+    stride_x: int
+    pad: tuple
+    dil_y: int
+    dil_x: int
+    ho: int
+    wo: int
+    eh: int
+    ew: int
+
+    @property
+    def taps(self):
+        return self.fh * self.fw
+
+    @property
+    def kg(self):
+        return self.k // self.groups
+
+
+def _filters_to_mat(w4, groups, xp):
+    """``FH x FW x FC x K`` filters -> ``G x (FH*FW*FC) x (K/G)`` matrices
+    whose rows follow the (tap, channel) order of the columns."""
+    fh, fw, fc, k = w4.shape
+    return xp.ascontiguousarray(
+        xp.ascontiguousarray(w4).reshape(fh * fw * fc, groups, k // groups).transpose(1, 0, 2))
+
+
+def _mat_to_filters(wmat, shape4_):
+    fh, fw, fc, k = shape4_
+    return wmat.transpose(1, 0, 2).reshape(fh, fw, fc, k)
+
+
+def _direct_view(geom):
+    """How to see the data as the column matrix without copying, or None.
+
+    1x1 filters with unit stride and no padding read each pixel as its own
+    column; a filter covering the whole unpadded input (the fully-connected
+    case) reads each image as one column."""
+    nopad = geom.pad == (0, 0, 0, 0)
+    if nopad and geom.taps == 1 and geom.stride_y == 1 and geom.stride_x == 1:
+        return "pixels"
+    if nopad and geom.groups == 1 and geom.fh == geom.h and geom.fw == geom.w \
+            and geom.dil_y == 1 and geom.dil_x == 1:
+        return "images"
+    return None
+
+
+def _conv_core(geom, wmat, xp, dtype, x=None, dy=None,
+               want_y=False, want_dx=False, want_dw=False):
+    """Convolution engine on ``N x H x W x C`` (C-contiguous) arrays.
+
+    ``x`` is the input (needed for ``y`` and ``dw``), ``dy`` the output
+    derivative ``N x HO x WO x K`` (needed for ``dx`` and ``dw``); ``wmat``
+    comes from :func:`_filters_to_mat`.  Returns ``(y, dx, dwmat)`` with
+    ``None`` for what was not asked."""
+    g_count, kg, fc, taps = geom.groups, geom.kg, geom.fc, geom.taps
+    y = xp.empty((geom.n, geom.ho, geom.wo, geom.k), dtype) if want_y else None
+    dx = None
+    dwmat = xp.zeros(wmat.shape, dtype) if want_dw else None
+    direct = _direct_view(geom)
+
+    if direct is not None:
+        rows = geom.n * geom.h * geom.w if direct == "pixels" else geom.n
+        x2 = x.reshape(rows, -1) if x is not None else None
+        y2 = y.reshape(rows, geom.k) if want_y else None
+        dy2 = dy.reshape(rows, geom.k) if dy is not None else None
+        if want_dx:
+            dx = xp.empty((geom.n, geom.h, geom.w, geom.c), dtype)
+            dx2 = dx.reshape(rows, -1)
+        for g in range(g_count):
+            cs, ks = slice(g * taps * fc, (g + 1) * taps * fc), slice(g * kg, (g + 1) * kg)
+            if want_y:
+                xp.matmul(x2[:, cs], wmat[g], out=y2[:, ks])
+            if want_dw:
+                xp.matmul(x2[:, cs].T, dy2[:, ks], out=dwmat[g])
+            if want_dx:
+                xp.matmul(dy2[:, ks], wmat[g].T, out=dx2[:, cs])
+        return y, dx, dwmat
+
+    planar = fc <= _PLANAR_MAX_FC
+    if want_dx:
+        dx = xp.zeros((geom.n, geom.h, geom.w, geom.c), dtype)
+    need_cols = want_y or want_dw
+    itemsize = np.dtype(dtype).itemsize
+    row_bytes = geom.wo * taps * geom.c * itemsize
+    image_bytes = row_bytes * geom.ho
+    target = min(_CHUNK_BYTES, get_workspace_limit() // 2)
+    if image_bytes <= target:
+        per = max(1, target // image_bytes)
+        chunks = [(n0, min(n0 + per, geom.n), 0, geom.ho) for n0 in range(0, geom.n, per)]
+    else:
+        per = max(1, target // row_bytes)
+        chunks = [(n0, n0 + 1, i0, min(i0 + per, geom.ho))
+                  for n0 in range(geom.n) for i0 in range(0, geom.ho, per)]
+
+    for n0, n1, i0, i1 in chunks:
+        nb, hb = n1 - n0, i1 - i0
+        m = nb * hb * geom.wo
+        row0, col0 = i0 * geom.stride_y - geom.pad[0], -geom.pad[2]
+        hin = (hb - 1) * geom.stride_y + geom.eh
+        win = (geom.wo - 1) * geom.stride_x + geom.ew
+        pad_shape = (geom.c, nb, hin, win) if planar else (nb, hin, win, geom.c)
+        col_shape = (g_count, taps, fc, nb, hb, geom.wo) if planar \
+            else (nb, hb, geom.wo, g_count, taps, fc)
+        cols = workspace("cols", col_shape, dtype, xp)
+        if planar:
+            def group_view(a, g):
+                return a[g].reshape(taps * fc, m).T
+        else:
+            def group_view(a, g):
+                return a.reshape(m, g_count, taps * fc)[:, g]
+        y2 = y[n0:n1, i0:i1].reshape(m, geom.k) if want_y else None
+        dy2 = dy[n0:n1, i0:i1].reshape(m, geom.k) if dy is not None else None
+
+        if need_cols:
+            xpad = workspace("xpad", pad_shape, dtype, xp)
+            fill_padded(xpad, x[n0:n1], row0, col0, planar)
+            im2col(xpad, cols, geom, planar)
+            for g in range(g_count):
+                ks = slice(g * kg, (g + 1) * kg)
+                if want_y:
+                    xp.matmul(group_view(cols, g), wmat[g], out=y2[:, ks])
+                if want_dw:
+                    dwmat[g] += group_view(cols, g).T @ dy2[:, ks]
+        if want_dx:
+            # the column buffer is free again: reuse it for the column gradient
+            for g in range(g_count):
+                ks = slice(g * kg, (g + 1) * kg)
+                xp.matmul(dy2[:, ks], wmat[g].T, out=group_view(cols, g))
+            dxpad = workspace("dxpad", pad_shape, dtype, xp)
+            dxpad[...] = 0
+            col2im(cols, dxpad, geom, planar)
+            add_unpadded(dx[n0:n1], dxpad, row0, col0, planar)
+    return y, dx, dwmat
+
+
+def _empty_filter_ranges(size, out, stride, pad_before):
+    """Output indices ``i`` whose input ``i*stride - pad`` is inside the image,
+    as ``(out_slice, in_slice)``."""
+    lo = -(-pad_before // stride)
+    hi = min(out - 1, (size - 1 + pad_before) // stride)
+    if hi < lo:
+        return slice(0, 0), slice(0, 0)
+    return slice(lo, hi + 1), slice(lo * stride - pad_before, hi * stride - pad_before + 1, stride)
+
+
+def _bias_vector(b, k, fname, what):
+    if b is None:
+        return None
+    if b.size != k:
+        raise ValueError(
+            f"{fname}: b has {b.size} elements (shape {tuple(b.shape)}) but {what} is {k}")
+    return b.reshape(-1, order="F")
+
+
+def vl_nnconv(x, w, b, dzdy=None, *args, **opts):
+    """CNN convolution (cross-correlation, filters are not flipped).
+
+    ``Y = vl_nnconv(X, F, B)`` computes the convolution of the images ``X``
+    with the filter bank ``F`` and biases ``B``.
+
+    ``DX, DF, DB = vl_nnconv(X, F, B, DZDY)`` computes the derivatives of a
+    scalar ``z(Y)`` with respect to ``X``, ``F`` and ``B`` given ``DZDY``.
+
+    Parameters
+    ----------
+    x : array, ``H x W x C x N``
+        Input images (missing trailing dimensions are 1).
+    w : array, ``FH x FW x FC x K``, or None
+        Filters.  ``C / FC`` must be an integer ``G``, the number of filter
+        groups; filter ``k`` reads channels ``g*FC ... g*FC + FC - 1`` of its
+        group ``g = k // (K / G)``, and ``K`` must be a multiple of ``G``.
+        ``None`` (MATLAB's ``[]``) acts as an identity filter bank: the
+        block then only adds ``b`` and subsamples by ``Stride``.
+    b : array with K elements, or None
+        Biases, any shape (``(K,)``, ``(1, K)``...).
+    dzdy : array ``HO x WO x K x N``, optional
+        Derivative of the output; passing it selects backward mode.
+
+    Other Parameters
+    ----------------
+    Stride : int or [SY, SX], default 1
+    Pad : int or [TOP, BOTTOM, LEFT, RIGHT], default 0
+        Zero padding; may exceed the filter size.
+    Dilate : int or [DY, DX], default 1
+        Filter dilation (not allowed with ``w=None``).
+    NoDerData, NoDerFilters, NoDerBiases : flags
+        Skip that derivative (``None`` is returned in its place).
+    Cudnn, NoCudnn, Verbose, CudnnWorkspaceLimit :
+        Accepted for compatibility; no numerical effect.
+
+    Returns
+    -------
+    y : array ``HO x WO x K x N`` (forward), where with the dilated extent
+        ``EH = (FH - 1) * DY + 1``::
+
+            HO = floor((H + TOP + BOTTOM - EH) / SY) + 1
+            WO = floor((W + LEFT + RIGHT - EW) / SX) + 1
+
+    (dx, dw, db) : tuple (backward)
+        Shaped exactly like ``x``, ``w`` and ``b``; ``dw`` is None when ``w``
+        is, ``db`` is None when ``b`` is.
+
+    Options may also be given MATLAB-style: ``vl_nnconv(x, w, b, 'pad', 1)``.
+
+    Examples
+    --------
+    >>> x = np.random.randn(28, 28, 1, 100).astype(np.float32)
+    >>> w = np.random.randn(5, 5, 1, 20).astype(np.float32)
+    >>> y = vl_nnconv(x, w, np.zeros(20, np.float32), pad=2)
+    >>> y.shape
+    (28, 28, 20, 100)
+    """
+    fname = "vl_nnconv"
+    if isinstance(b, str):
+        raise TypeError(f"{fname}: expected at least 3 arguments (x, w, b); got option '{b}' as b")
+    dzdy, args = split_derivative(dzdy, args)
+    o = parse_options(fname, args, opts, {"Stride": 1, "Pad": 0, "Dilate": 1},
+                      flags=("NoDerData", "NoDerFilters", "NoDerBiases"), gpu=True)
+    stride = as_pair(o.Stride, fname, "Stride", 1)
+    pad = as_quad(o.Pad, fname, "Pad", 0)
+    dilate = as_pair(o.Dilate, fname, "Dilate", 1)
+    xp = get_array_module(x, w, b, dzdy)
+    x = as_tensor(x, fname, "x", xp)
+    if x is None:
+        raise ValueError(f"{fname}: x must not be empty")
+    w = as_tensor(w, fname, "w", xp)
+    b = as_tensor(b, fname, "b", xp)
+    dzdy = as_tensor(dzdy, fname, "dzdy", xp) if dzdy is not None else None
+    dtype = common_dtype(fname, x=x, w=w, b=b, dzdy=dzdy)
+    x4 = to4d(x)
+    h, wd, c, n = x4.shape
+
+    if w is None:
+        if dilate != (1, 1):
+            raise ValueError(f"{fname}: Dilate {list(dilate)} needs filters; w is empty")
+        bias = _bias_vector(b, c, fname, "the number of data channels C")
+        ho, wo, _, _ = conv_output_size(fname, h, wd, 1, 1, stride, pad)
+        osl_y, isl_y = _empty_filter_ranges(h, ho, stride[0], pad[0])
+        osl_x, isl_x = _empty_filter_ranges(wd, wo, stride[1], pad[2])
+        xn = to_nhwc(x4, xp)
+        if dzdy is None:
+            y = xp.zeros((n, ho, wo, c), dtype)
+            y[:, osl_y, osl_x] = xn[:, isl_y, isl_x]
+            if bias is not None:
+                y += bias
+            return from_nhwc(y)
+        check_derivative(fname, dzdy, (ho, wo, c, n))
+        dyn = to_nhwc(to4d(dzdy), xp)
+        dx = db = None
+        if not o.NoDerData:
+            dxn = xp.zeros((n, h, wd, c), dtype)
+            dxn[:, isl_y, isl_x] = dyn[:, osl_y, osl_x]
+            dx = like_shape(from_nhwc(dxn), x.shape)
+        if bias is not None and not o.NoDerBiases:
+            db = like_shape(dyn.sum(axis=(0, 1, 2)), b.shape)
+        return dx, None, db
+
+    fh, fw, fc, k = shape4(w.shape)
+    if c % fc:
+        raise ValueError(
+            f"{fname}: the filter depth {fc} (w is {tuple(w.shape)}) does not divide "
+            f"the data depth {c} (x is {tuple(x.shape)})")
+    groups = c // fc
+    if k % groups:
+        raise ValueError(
+            f"{fname}: the number of filters {k} (w is {tuple(w.shape)}) is not a multiple "
+            f"of the number of groups {groups} (data depth {c} / filter depth {fc})")
+    bias = _bias_vector(b, k, fname, "the number of filters K")
+    ho, wo, eh, ew = conv_output_size(fname, h, wd, fh, fw, stride, pad, dilate)
+    geom = _Geometry(n, h, wd, c, fh, fw, fc, k, groups, stride[0], stride[1], pad,
+                     dilate[0], dilate[1], ho, wo, eh, ew)
+    wmat = _filters_to_mat(to4d(w), groups, xp)
+    xn = to_nhwc(x4, xp)
+    if dzdy is None:
+        y, _, _ = _conv_core(geom, wmat, xp, dtype, x=xn, want_y=True)
+        if bias is not None:
+            y += bias
+        return from_nhwc(y)
+
+    check_derivative(fname, dzdy, (ho, wo, k, n))
+    dyn = to_nhwc(to4d(dzdy), xp)
+    _, dxn, dwmat = _conv_core(geom, wmat, xp, dtype, x=xn, dy=dyn,
+                               want_dx=not o.NoDerData, want_dw=not o.NoDerFilters)
+    dx = like_shape(from_nhwc(dxn), x.shape) if dxn is not None else None
+    dw = like_shape(_mat_to_filters(dwmat, (fh, fw, fc, k)), w.shape) \
+        if dwmat is not None else None
+    db = None
+    if bias is not None and not o.NoDerBiases:
+        db = like_shape(dyn.sum(axis=(0, 1, 2)), b.shape)
+    return dx, dw, db
+
+
+def vl_nnconvt(x, w, b, dzdy=None, *args, **opts):
+    """CNN convolution transpose ("deconvolution").
+
+    ``Y = vl_nnconvt(X, F, B)`` is the transpose of ``vl_nnconv``: it equals
+    the data derivative of a convolution with the same filters, stride
+    ``Upsample`` and padding ``Crop``, plus the biases.
+
+    ``DX, DF, DB = vl_nnconvt(X, F, B, DZDY)`` computes the derivatives.
+
+    Parameters
+    ----------
+    x : array, ``H x W x D x N``
+    w : array, ``FH x FW x K x D``
+        Note the layout: the third dimension is the number of output
+        channels per group, the fourth must equal the input depth ``D``.
+    b : array with ``K * NumGroups`` elements, or None
+    dzdy : array ``YH x YW x (K*NumGroups) x N``, optional
+        Passing it selects backward mode.
+
+    Other Parameters
+    ----------------
+    Upsample : int or [UY, UX], default 1
+    Crop : int or [TOP, BOTTOM, LEFT, RIGHT], default 0
+    NumGroups : int, default 1
+        Input channel ``d`` (of ``D``) belongs to group
+        ``g = d // (D / NumGroups)`` and writes output channels
+        ``g*K ... g*K + K - 1``.
+    NoDerData, NoDerFilters, NoDerBiases : flags
+    Cudnn, NoCudnn, Verbose, CudnnWorkspaceLimit :
+        Accepted for compatibility; no numerical effect.
+
+    Returns
+    -------
+    y : array ``YH x YW x (K*NumGroups) x N`` (forward), where::
+
+            YH = (H - 1) * UY + FH - TOP - BOTTOM
+            YW = (W - 1) * UX + FW - LEFT - RIGHT
+
+    (dx, dw, db) : tuple (backward), shaped like ``x``, ``w`` and ``b``
+        (``db`` is None when ``b`` is).
+    """
+    fname = "vl_nnconvt"
+    if isinstance(b, str):
+        raise TypeError(f"{fname}: expected at least 3 arguments (x, w, b); got option '{b}' as b")
+    dzdy, args = split_derivative(dzdy, args)
+    o = parse_options(fname, args, opts, {"Upsample": 1, "Crop": 0, "NumGroups": 1},
+                      flags=("NoDerData", "NoDerFilters", "NoDerBiases"), gpu=True)
+    upsample = as_pair(o.Upsample, fname, "Upsample", 1)
+    crop = as_quad(o.Crop, fname, "Crop", 0)
+    groups = as_int(o.NumGroups, fname, "NumGroups", 1)
+    xp = get_array_module(x, w, b, dzdy)
+    x = as_tensor(x, fname, "x", xp)
+    if x is None:
+        raise ValueError(f"{fname}: x must not be empty")
+    w = as_tensor(w, fname, "w", xp)
+    if w is None:
+        raise ValueError(f"{fname}: w must not be empty")
+    b = as_tensor(b, fname, "b", xp)
+    dzdy = as_tensor(dzdy, fname, "dzdy", xp) if dzdy is not None else None
+    dtype = common_dtype(fname, x=x, w=w, b=b, dzdy=dzdy)
+    x4 = to4d(x)
+    h, wd, d, n = x4.shape
+    fh, fw, k, fd = shape4(w.shape)
+    if fd != d:
+        raise ValueError(
+            f"{fname}: the fourth dimension of w {tuple(w.shape)} must equal the data depth "
+            f"{d} (x is {tuple(x.shape)})")
+    if d % groups:
+        raise ValueError(
+            f"{fname}: NumGroups {groups} does not divide the number of filters {d} "
+            f"(w is {tuple(w.shape)})")
+    bias = _bias_vector(b, k * groups, fname, "K * NumGroups")
+    yh, yw = convt_output_size(fname, h, wd, fh, fw, upsample, crop)
+    # the convolution whose data derivative this is: input YH x YW x K*G,
+    # D filters of depth K in G groups, stride Upsample, padding Crop
+    geom = _Geometry(n, yh, yw, k * groups, fh, fw, k, d, groups, upsample[0], upsample[1],
+                     crop, 1, 1, h, wd, fh, fw)
+    wmat = _filters_to_mat(to4d(w), groups, xp)
+    xn = to_nhwc(x4, xp)
+    if dzdy is None:
+        _, y, _ = _conv_core(geom, wmat, xp, dtype, dy=xn, want_dx=True)
+        if bias is not None:
+            y += bias
+        return from_nhwc(y)
+
+    check_derivative(fname, dzdy, (yh, yw, k * groups, n))
+    dyn = to_nhwc(to4d(dzdy), xp)
+    dxn, _, dwmat = _conv_core(geom, wmat, xp, dtype, x=dyn, dy=xn,
+                               want_y=not o.NoDerData, want_dw=not o.NoDerFilters)
+    dx = like_shape(from_nhwc(dxn), x.shape) if dxn is not None else None
+    dw = like_shape(_mat_to_filters(dwmat, (fh, fw, k, d)), w.shape) \
+        if dwmat is not None else None
+    db = None
+    if bias is not None and not o.NoDerBiases:
+        db = like_shape(dyn.sum(axis=(0, 1, 2)), b.shape)
+    return dx, dw, db
