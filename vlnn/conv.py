@@ -7,6 +7,10 @@ im2col and large GEMMs over byte-bounded chunks of the batch.
 the convolution's data derivative, as in MatConvNet's C++ code.
 """
 
+import ctypes
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +28,10 @@ _CHUNK_BYTES = 4 * 2 ** 20
 # With at most this many channels per group the planar column layout (copies
 # along image rows) beats the interleaved one (copies of FC-long runs).
 _PLANAR_MAX_FC = 8
+# Stride-1 layers with at least this many channels per group skip im2col.
+_SHIFTED_MIN_FC = 16
+# Tests and benchmarks may force 'im2col' or 'shifted' (None: automatic).
+_FORCE_STRATEGY = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,37 @@ def _direct_view(geom):
     return None
 
 
+def _strategy(geom):
+    """Pick the engine for a layer: 'direct' (no copy at all), 'shifted'
+    (stride 1, enough channels for per-tap GEMMs) or 'im2col'."""
+    if _direct_view(geom) is not None:
+        return "direct"
+    unit_stride = geom.stride_y == 1 and geom.stride_x == 1
+    if _FORCE_STRATEGY is not None:
+        return _FORCE_STRATEGY if unit_stride else "im2col"
+    if unit_stride and geom.fc >= _SHIFTED_MIN_FC:
+        return "shifted"
+    return "im2col"
+
+
+def _conv(geom, wmat, xp, dtype, x4=None, dy4=None, want_y=False, want_dx=False, want_dw=False):
+    """Run the engine chosen by :func:`_strategy` on ``H x W x C x N`` views;
+    returns NHWC ``(y, dx, dwmat)``."""
+    # Shifted GEMMs also multiply input pixels (for dw) and filters (for dx)
+    # by the zeros that stand for invalid output positions; with a NaN or Inf
+    # there, 0 * NaN would leak where MatConvNet has none: take im2col then.
+    if _strategy(geom) == "shifted" \
+            and not (want_dw and not bool(xp.isfinite(x4.sum(dtype=dtype)))) \
+            and not (want_dx and not bool(xp.isfinite(wmat).all())):
+        return _conv_shifted(geom, wmat, xp, dtype, x4=x4,
+                             dy=dy4.transpose(3, 0, 1, 2) if dy4 is not None else None,
+                             want_y=want_y, want_dx=want_dx, want_dw=want_dw)
+    return _conv_core(geom, wmat, xp, dtype,
+                      x=to_nhwc(x4, xp) if x4 is not None else None,
+                      dy=to_nhwc(dy4, xp) if dy4 is not None else None,
+                      want_y=want_y, want_dx=want_dx, want_dw=want_dw)
+
+
 def _conv_core(geom, wmat, xp, dtype, x=None, dy=None,
                want_y=False, want_dx=False, want_dw=False):
     """Convolution engine on ``N x H x W x C`` (C-contiguous) arrays.
@@ -125,8 +164,11 @@ def _conv_core(geom, wmat, xp, dtype, x=None, dy=None,
     itemsize = np.dtype(dtype).itemsize
     row_bytes = geom.wo * taps * geom.c * itemsize
     image_bytes = row_bytes * geom.ho
-    target = min(_CHUNK_BYTES, get_workspace_limit() // 2)
-    if image_bytes <= target:
+    # two threads each hold up to 4 targets of columns plus padded copies:
+    # all of it stays under the workspace limit
+    target = min(_CHUNK_BYTES, get_workspace_limit() // 16)
+    if image_bytes <= 4 * target:
+        # whole images per chunk: chunks are independent and may run in parallel
         per = max(1, target // image_bytes)
         chunks = [(n0, min(n0 + per, geom.n), 0, geom.ho) for n0 in range(0, geom.n, per)]
     else:
@@ -134,7 +176,8 @@ def _conv_core(geom, wmat, xp, dtype, x=None, dy=None,
         chunks = [(n0, n0 + 1, i0, min(i0 + per, geom.ho))
                   for n0 in range(geom.n) for i0 in range(0, geom.ho, per)]
 
-    for n0, n1, i0, i1 in chunks:
+    def run(chunk):
+        n0, n1, i0, i1 = chunk
         nb, hb = n1 - n0, i1 - i0
         m = nb * hb * geom.wo
         row0, col0 = i0 * geom.stride_y - geom.pad[0], -geom.pad[2]
@@ -152,7 +195,7 @@ def _conv_core(geom, wmat, xp, dtype, x=None, dy=None,
                 return a.reshape(m, g_count, taps * fc)[:, g]
         y2 = y[n0:n1, i0:i1].reshape(m, geom.k) if want_y else None
         dy2 = dy[n0:n1, i0:i1].reshape(m, geom.k) if dy is not None else None
-
+        dw_part = xp.zeros(wmat.shape, dtype) if want_dw else None
         if need_cols:
             xpad = workspace("xpad", pad_shape, dtype, xp)
             fill_padded(xpad, x[n0:n1], row0, col0, planar)
@@ -162,7 +205,7 @@ def _conv_core(geom, wmat, xp, dtype, x=None, dy=None,
                 if want_y:
                     xp.matmul(group_view(cols, g), wmat[g], out=y2[:, ks])
                 if want_dw:
-                    dwmat[g] += group_view(cols, g).T @ dy2[:, ks]
+                    xp.matmul(group_view(cols, g).T, dy2[:, ks], out=dw_part[g])
         if want_dx:
             # the column buffer is free again: reuse it for the column gradient
             for g in range(g_count):
@@ -172,7 +215,178 @@ def _conv_core(geom, wmat, xp, dtype, x=None, dy=None,
             dxpad[...] = 0
             col2im(cols, dxpad, geom, planar)
             add_unpadded(dx[n0:n1], dxpad, row0, col0, planar)
+        return dw_part
+
+    for part in _map_chunks(run, chunks, xp, parallel=chunks[0][3] - chunks[0][2] == geom.ho):
+        if want_dw:
+            dwmat += part
     return y, dx, dwmat
+
+
+def _shifted_pass(src, base, offsets, mats, in_width, out_width, groups, buf, rows, xp):
+    """``buf[r] = sum_t src[base + r + offsets[t]] @ mats[g][t]`` for ``r < rows``,
+    per group ``g`` (input columns ``g*in_width...``, output columns
+    ``g*out_width...``): a correlation on a flattened padded grid, one GEMM
+    per kernel tap on an offset view, no im2col."""
+    tmp = workspace("shift_tmp", (rows, out_width), buf.dtype, xp)
+    for g in range(groups):
+        a_cols = slice(g * in_width, (g + 1) * in_width)
+        acc = buf[:rows, g * out_width:(g + 1) * out_width]
+        for t, off in enumerate(offsets):
+            a = src[base + off:base + off + rows, a_cols]
+            if t == 0:
+                xp.matmul(a, mats[g][t], out=acc)
+            else:
+                xp.matmul(a, mats[g][t], out=tmp)
+                acc += tmp
+
+
+def _grid_chunks(n, take_rows, grid_w, width, itemsize):
+    """Chunks ``(n0, n1, a, b)`` of images / grid-row bands whose buffers stay
+    near the chunk target."""
+    per_image = (take_rows.stop - take_rows.start) * grid_w * width * itemsize
+    target = min(_CHUNK_BYTES, get_workspace_limit() // 4)
+    if per_image <= target:
+        per = max(1, target // max(per_image, 1))
+        return [(n0, min(n0 + per, n), take_rows.start, take_rows.stop)
+                for n0 in range(0, n, per)]
+    band = max(1, target // (grid_w * width * itemsize))
+    return [(n0, n0 + 1, a, min(a + band, take_rows.stop))
+            for n0 in range(n) for a in range(take_rows.start, take_rows.stop, band)]
+
+
+def _shifted_grid(src, base, offsets, mats, in_width, out_width, groups, grid_h, grid_w,
+                  take_rows, take_cols, out, xp, dtype):
+    """Evaluate :func:`_shifted_pass` over the ``n x grid_h x grid_w`` grid in
+    chunks and copy the window ``take_rows x take_cols`` of every image into
+    ``out`` (``n x rows x cols x out_width*groups``)."""
+    n = out.shape[0]
+    width = out_width * groups
+    plane = grid_h * grid_w
+    for n0, n1, a, b in _grid_chunks(n, take_rows, grid_w, width, np.dtype(dtype).itemsize):
+        nb = n1 - n0
+        band_h = grid_h if nb > 1 else b - a
+        buf = workspace("shift_out", (nb * band_h * grid_w, width), dtype, xp)
+        rows = (nb - 1) * plane + (b - a - 1) * grid_w + take_cols.stop
+        _shifted_pass(src, base + n0 * plane + a * grid_w, offsets, mats, in_width, out_width,
+                      groups, buf, rows, xp)
+        out[n0:n1, a - take_rows.start:b - take_rows.start] = \
+            buf.reshape(nb, band_h, grid_w, width)[:, :b - a, take_cols]
+
+
+def _conv_shifted(geom, wmat, xp, dtype, x4=None, dy=None,
+                  want_y=False, want_dx=False, want_dw=False):
+    """Stride-1 convolution by shifted GEMMs on the flattened padded input
+    (any dilation, groups, padding).  Same contract as :func:`_conv_core`,
+    except that ``x4`` may be any ``H x W x C x N`` view."""
+    g_count, kg, fc = geom.groups, geom.kg, geom.fc
+    pt, pb, pl, pr = geom.pad
+    hp, wp = geom.h + pt + pb, geom.w + pl + pr
+    plane = hp * wp
+    offsets = [u * geom.dil_y * wp + v * geom.dil_x
+               for u in range(geom.fh) for v in range(geom.fw)]
+    off_max = offsets[-1]
+    y = dx = dwmat = None
+    xflat = None
+    if want_y or want_dw:
+        xpad = xp.empty((geom.n, hp, wp, geom.c), dtype)
+        fill_padded(xpad, x4.transpose(3, 0, 1, 2), -pt, -pl, planar=False)
+        xflat = xpad.reshape(geom.n * plane, geom.c)
+    taps_w = [[wmat[g, t * fc:(t + 1) * fc] for t in range(geom.taps)] for g in range(g_count)]
+    if want_y:
+        y = xp.empty((geom.n, geom.ho, geom.wo, geom.k), dtype)
+        _shifted_grid(xflat, 0, offsets, taps_w, fc, kg, g_count, hp, wp,
+                      slice(0, geom.ho), slice(0, geom.wo), y, xp, dtype)
+    if want_dx or want_dw:
+        # output derivative on the padded grid, zero off the valid outputs,
+        # behind off_max zero rows so that negative offsets stay in range
+        dyext = xp.zeros((off_max + geom.n * plane, geom.k), dtype)
+        dygrid = dyext[off_max:]
+        dygrid.reshape(geom.n, hp, wp, geom.k)[:, :geom.ho, :geom.wo] = dy
+    if want_dw:
+        dwmat = xp.empty(wmat.shape, dtype)
+        rows = geom.n * plane - off_max
+        for g in range(g_count):
+            for t, off in enumerate(offsets):
+                xp.matmul(xflat[off:off + rows, g * fc:(g + 1) * fc].T,
+                          dygrid[:rows, g * kg:(g + 1) * kg],
+                          out=dwmat[g, t * fc:(t + 1) * fc])
+    if want_dx:
+        dx = xp.empty((geom.n, geom.h, geom.w, geom.c), dtype)
+        taps_wt = [[m.T for m in per_group] for per_group in taps_w]
+        _shifted_grid(dyext, off_max, [-o for o in offsets], taps_wt, kg, fc, g_count, hp, wp,
+                      slice(pt, pt + geom.h), slice(pl, pl + geom.w), dx, xp, dtype)
+    return y, dx, dwmat
+
+
+_THREADS = 2
+_pool = None
+
+
+def _map_chunks(fn, chunks, xp, parallel):
+    """Apply ``fn`` to every chunk, on two threads when that is safe (numpy
+    releases the GIL in copies and GEMMs, so im2col copies of one chunk run
+    beside the GEMM of another)."""
+    global _pool
+    if not parallel or _THREADS < 2 or len(chunks) < 2 or xp is not np:
+        return [fn(c) for c in chunks]
+    if _pool is None:
+        _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="vlnn")
+    with _blas_threads(_BLAS_THREADS_IN_POOL):
+        return list(_pool.map(fn, chunks))
+
+
+_BLAS_THREADS_IN_POOL = 1
+
+
+class _blas_threads:
+    """Temporarily set the thread count of numpy's bundled OpenBLAS (found
+    through ctypes; a no-op where it cannot be found).  Nested and concurrent
+    uses share one saved value."""
+    _lib = None
+    _lock = threading.Lock()
+    _depth = 0
+    _saved = None
+
+    def __init__(self, n):
+        self.n = n
+
+    @classmethod
+    def lib(cls):
+        if cls._lib is None:
+            cls._lib = False
+            try:
+                with open("/proc/self/maps") as f:
+                    maps = f.read()
+                for path in sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", maps))):
+                    lib = ctypes.CDLL(path)
+                    for prefix in ("scipy_openblas", "openblas"):
+                        for suffix in ("64_", ""):
+                            setf = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                            getf = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                            if setf is not None and getf is not None:
+                                cls._lib = (setf, getf)
+                                return cls._lib
+            except OSError:
+                pass
+        return cls._lib
+
+    def __enter__(self):
+        lib = self.lib() if self.n else False
+        self.active = bool(lib)
+        if self.active:
+            with self._lock:
+                if _blas_threads._depth == 0:
+                    _blas_threads._saved = lib[1]()
+                    lib[0](self.n)
+                _blas_threads._depth += 1
+
+    def __exit__(self, *exc):
+        if self.active:
+            with self._lock:
+                _blas_threads._depth -= 1
+                if _blas_threads._depth == 0:
+                    self.lib()[0](_blas_threads._saved)
 
 
 def _empty_filter_ranges(size, out, stride, pad_before):
@@ -312,23 +526,22 @@ def vl_nnconv(x, w, b, dzdy=None, *args, **opts):
     geom = _Geometry(n, h, wd, c, fh, fw, fc, k, groups, stride[0], stride[1], pad,
                      dilate[0], dilate[1], ho, wo, eh, ew)
     wmat = _filters_to_mat(to4d(w), groups, xp)
-    xn = to_nhwc(x4, xp)
     if dzdy is None:
-        y, _, _ = _conv_core(geom, wmat, xp, dtype, x=xn, want_y=True)
+        y, _, _ = _conv(geom, wmat, xp, dtype, x4=x4, want_y=True)
         if bias is not None:
             y += bias
         return from_nhwc(y)
 
     check_derivative(fname, dzdy, (ho, wo, k, n))
-    dyn = to_nhwc(to4d(dzdy), xp)
-    _, dxn, dwmat = _conv_core(geom, wmat, xp, dtype, x=xn, dy=dyn,
-                               want_dx=not o.NoDerData, want_dw=not o.NoDerFilters)
+    dy4 = to4d(dzdy)
+    _, dxn, dwmat = _conv(geom, wmat, xp, dtype, x4=x4, dy4=dy4,
+                          want_dx=not o.NoDerData, want_dw=not o.NoDerFilters)
     dx = like_shape(from_nhwc(dxn), x.shape) if dxn is not None else None
     dw = like_shape(_mat_to_filters(dwmat, (fh, fw, fc, k)), w.shape) \
         if dwmat is not None else None
     db = None
     if bias is not None and not o.NoDerBiases:
-        db = like_shape(dyn.sum(axis=(0, 1, 2)), b.shape)
+        db = like_shape(dy4.sum(axis=(0, 1, 3)), b.shape)
     return dx, dw, db
 
 
@@ -410,21 +623,20 @@ def vl_nnconvt(x, w, b, dzdy=None, *args, **opts):
     geom = _Geometry(n, yh, yw, k * groups, fh, fw, k, d, groups, upsample[0], upsample[1],
                      crop, 1, 1, h, wd, fh, fw)
     wmat = _filters_to_mat(to4d(w), groups, xp)
-    xn = to_nhwc(x4, xp)
     if dzdy is None:
-        _, y, _ = _conv_core(geom, wmat, xp, dtype, dy=xn, want_dx=True)
+        _, y, _ = _conv(geom, wmat, xp, dtype, dy4=x4, want_dx=True)
         if bias is not None:
             y += bias
         return from_nhwc(y)
 
     check_derivative(fname, dzdy, (yh, yw, k * groups, n))
-    dyn = to_nhwc(to4d(dzdy), xp)
-    dxn, _, dwmat = _conv_core(geom, wmat, xp, dtype, x=dyn, dy=xn,
-                               want_y=not o.NoDerData, want_dw=not o.NoDerFilters)
+    dy4 = to4d(dzdy)
+    dxn, _, dwmat = _conv(geom, wmat, xp, dtype, x4=dy4, dy4=x4,
+                          want_y=not o.NoDerData, want_dw=not o.NoDerFilters)
     dx = like_shape(from_nhwc(dxn), x.shape) if dxn is not None else None
     dw = like_shape(_mat_to_filters(dwmat, (fh, fw, k, d)), w.shape) \
         if dwmat is not None else None
     db = None
     if bias is not None and not o.NoDerBiases:
-        db = like_shape(dyn.sum(axis=(0, 1, 2)), b.shape)
+        db = like_shape(dy4.sum(axis=(0, 1, 3)), b.shape)
     return dx, dw, db

@@ -119,27 +119,29 @@ def vl_nnpool(x, pool, dzdy=None, *args, **opts):
             for u in range(ph):
                 tap(dxpad, u, v)[...] += share
     else:
-        # running maximum scanned in column-major order; a tap wins only when
-        # strictly greater, so the first maximum wins ties and NaN never wins
+        # fmax skips NaN (MatConvNet's comparison-based loop does too); the
+        # accumulator starts at -inf, so padding never wins
         best = xp.full((n, ho, wo, c), -xp.inf, dtype)
-        winner = xp.zeros((n, ho, wo, c), xp.int16 if ph * pw < 32767 else xp.int32) \
-            if dzdy is not None else None
-        better = xp.empty((n, ho, wo, c), bool) if dzdy is not None else None
         for v in range(pw):
             for u in range(ph):
-                window = tap(xpad, u, v)
-                if dzdy is None:
-                    xp.fmax(best, window, out=best)
-                else:
-                    xp.greater(window, best, out=better)
-                    xp.copyto(best, window, where=better)
-                    xp.copyto(winner, v * ph + u + 1, where=better)
+                xp.fmax(best, tap(xpad, u, v), out=best)
         if dzdy is None:
             return from_nhwc(best)
+        # each window's gradient goes to its first element (column-major
+        # scan) equal to the maximum, i.e. the first strictly greater one;
+        # windows whose maximum is -inf (all -inf or NaN) get none
+        remaining = xp.where(best > -xp.inf, dyn, dtype.type(0))
+        hit = xp.empty((n, ho, wo, c), bool)
+        share = xp.empty((n, ho, wo, c), dtype)
         dxpad = xp.zeros(xpad.shape, dtype)
+        last = (pw - 1, ph - 1)
         for v in range(pw):
             for u in range(ph):
-                tap(dxpad, u, v)[...] += xp.where(winner == v * ph + u + 1, dyn, 0)
+                xp.equal(tap(xpad, u, v), best, out=hit)
+                xp.multiply(remaining, hit, out=share)
+                tap(dxpad, u, v)[...] += share
+                if (v, u) != last:
+                    xp.copyto(remaining, dtype.type(0), where=hit)
 
     if padded:
         dxn = xp.zeros((n, h, w, c), dtype)
