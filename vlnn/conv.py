@@ -102,7 +102,9 @@ def _strategy(geom):
     unit_stride = geom.stride_y == 1 and geom.stride_x == 1
     if _FORCE_STRATEGY is not None:
         return _FORCE_STRATEGY if unit_stride else "im2col"
-    if unit_stride and geom.fc >= _SHIFTED_MIN_FC:
+    # (a shifted chunk is at least one whole image: it must fit the limit)
+    if unit_stride and geom.fc >= _SHIFTED_MIN_FC and \
+            2 * _shifted_image_bytes(geom, 8) <= get_workspace_limit():
         return "shifted"
     return "im2col"
 
@@ -116,18 +118,21 @@ def _conv(geom, wmat, xp, dtype, x4=None, dy4=None, want_y=False, want_dx=False,
     if _strategy(geom) == "shifted" \
             and not (want_dw and not bool(xp.isfinite(x4.sum(dtype=dtype)))) \
             and not (want_dx and not bool(xp.isfinite(wmat).all())):
-        return _conv_shifted(geom, wmat, xp, dtype, x4=x4,
+        return _conv_shifted(geom, wmat, xp, dtype,
+                             x=x4.transpose(3, 0, 1, 2) if x4 is not None else None,
                              dy=dy4.transpose(3, 0, 1, 2) if dy4 is not None else None,
                              want_y=want_y, want_dx=want_dx, want_dw=want_dw)
+    # N x H x W x C views: im2col copies chunks straight out of them, so a
+    # C-ordered H x W x C x N input is not transposed twice
     return _conv_core(geom, wmat, xp, dtype,
-                      x=to_nhwc(x4, xp) if x4 is not None else None,
-                      dy=to_nhwc(dy4, xp) if dy4 is not None else None,
+                      x=x4.transpose(3, 0, 1, 2) if x4 is not None else None,
+                      dy=dy4.transpose(3, 0, 1, 2) if dy4 is not None else None,
                       want_y=want_y, want_dx=want_dx, want_dw=want_dw)
 
 
 def _conv_core(geom, wmat, xp, dtype, x=None, dy=None,
                want_y=False, want_dx=False, want_dw=False):
-    """Convolution engine on ``N x H x W x C`` (C-contiguous) arrays.
+    """Convolution engine on ``N x H x W x C`` arrays (any strides).
 
     ``x`` is the input (needed for ``y`` and ``dw``), ``dy`` the output
     derivative ``N x HO x WO x K`` (needed for ``dx`` and ``dw``); ``wmat``
@@ -136,7 +141,6 @@ def _conv_core(geom, wmat, xp, dtype, x=None, dy=None,
     g_count, kg, fc, taps = geom.groups, geom.kg, geom.fc, geom.taps
     y = xp.empty((geom.n, geom.ho, geom.wo, geom.k), dtype) if want_y else None
     dx = None
-    dwmat = xp.zeros(wmat.shape, dtype) if want_dw else None
     direct = _direct_view(geom)
 
     if direct is not None:
@@ -147,6 +151,7 @@ def _conv_core(geom, wmat, xp, dtype, x=None, dy=None,
         if want_dx:
             dx = xp.empty((geom.n, geom.h, geom.w, geom.c), dtype)
             dx2 = dx.reshape(rows, -1)
+        dwmat = xp.empty(wmat.shape, dtype) if want_dw else None
         for g in range(g_count):
             cs, ks = slice(g * taps * fc, (g + 1) * taps * fc), slice(g * kg, (g + 1) * kg)
             if want_y:
@@ -176,7 +181,7 @@ def _conv_core(geom, wmat, xp, dtype, x=None, dy=None,
         chunks = [(n0, n0 + 1, i0, min(i0 + per, geom.ho))
                   for n0 in range(geom.n) for i0 in range(0, geom.ho, per)]
 
-    def run(chunk):
+    def run(chunk, dw_acc):
         n0, n1, i0, i1 = chunk
         nb, hb = n1 - n0, i1 - i0
         m = nb * hb * geom.wo
@@ -195,7 +200,6 @@ def _conv_core(geom, wmat, xp, dtype, x=None, dy=None,
                 return a.reshape(m, g_count, taps * fc)[:, g]
         y2 = y[n0:n1, i0:i1].reshape(m, geom.k) if want_y else None
         dy2 = dy[n0:n1, i0:i1].reshape(m, geom.k) if dy is not None else None
-        dw_part = xp.zeros(wmat.shape, dtype) if want_dw else None
         if need_cols:
             xpad = workspace("xpad", pad_shape, dtype, xp)
             fill_padded(xpad, x[n0:n1], row0, col0, planar)
@@ -205,7 +209,9 @@ def _conv_core(geom, wmat, xp, dtype, x=None, dy=None,
                 if want_y:
                     xp.matmul(group_view(cols, g), wmat[g], out=y2[:, ks])
                 if want_dw:
-                    xp.matmul(group_view(cols, g).T, dy2[:, ks], out=dw_part[g])
+                    dw_tmp = workspace("dw_tmp", wmat.shape[1:], dtype, xp)
+                    xp.matmul(group_view(cols, g).T, dy2[:, ks], out=dw_tmp)
+                    dw_acc[g] += dw_tmp
         if want_dx:
             # the column buffer is free again: reuse it for the column gradient
             for g in range(g_count):
@@ -215,11 +221,10 @@ def _conv_core(geom, wmat, xp, dtype, x=None, dy=None,
             dxpad[...] = 0
             col2im(cols, dxpad, geom, planar)
             add_unpadded(dx[n0:n1], dxpad, row0, col0, planar)
-        return dw_part
 
-    for part in _map_chunks(run, chunks, xp, parallel=chunks[0][3] - chunks[0][2] == geom.ho):
-        if want_dw:
-            dwmat += part
+    # row bands of one image add into overlapping rows of dx: no threads then
+    whole_images = chunks[0][3] - chunks[0][2] == geom.ho
+    dwmat = _run_chunks(run, chunks, xp, whole_images, wmat.shape if want_dw else None, dtype)
     return y, dx, dwmat
 
 
@@ -241,44 +246,25 @@ def _shifted_pass(src, base, offsets, mats, in_width, out_width, groups, buf, ro
                 acc += tmp
 
 
-def _grid_chunks(n, take_rows, grid_w, width, itemsize):
-    """Chunks ``(n0, n1, a, b)`` of images / grid-row bands whose buffers stay
-    near the chunk target."""
-    per_image = (take_rows.stop - take_rows.start) * grid_w * width * itemsize
-    target = min(_CHUNK_BYTES, get_workspace_limit() // 4)
-    if per_image <= target:
-        per = max(1, target // max(per_image, 1))
-        return [(n0, min(n0 + per, n), take_rows.start, take_rows.stop)
-                for n0 in range(0, n, per)]
-    band = max(1, target // (grid_w * width * itemsize))
-    return [(n0, n0 + 1, a, min(a + band, take_rows.stop))
-            for n0 in range(n) for a in range(take_rows.start, take_rows.stop, band)]
+def _shifted_image_bytes(geom, itemsize):
+    """Scratch of one image in :func:`_conv_shifted` (padded input, padded
+    output derivative and both padded results)."""
+    hp = geom.h + geom.pad[0] + geom.pad[1]
+    wp = geom.w + geom.pad[2] + geom.pad[3]
+    return hp * wp * 2 * (geom.c + geom.k) * itemsize
 
 
-def _shifted_grid(src, base, offsets, mats, in_width, out_width, groups, grid_h, grid_w,
-                  take_rows, take_cols, out, xp, dtype):
-    """Evaluate :func:`_shifted_pass` over the ``n x grid_h x grid_w`` grid in
-    chunks and copy the window ``take_rows x take_cols`` of every image into
-    ``out`` (``n x rows x cols x out_width*groups``)."""
-    n = out.shape[0]
-    width = out_width * groups
-    plane = grid_h * grid_w
-    for n0, n1, a, b in _grid_chunks(n, take_rows, grid_w, width, np.dtype(dtype).itemsize):
-        nb = n1 - n0
-        band_h = grid_h if nb > 1 else b - a
-        buf = workspace("shift_out", (nb * band_h * grid_w, width), dtype, xp)
-        rows = (nb - 1) * plane + (b - a - 1) * grid_w + take_cols.stop
-        _shifted_pass(src, base + n0 * plane + a * grid_w, offsets, mats, in_width, out_width,
-                      groups, buf, rows, xp)
-        out[n0:n1, a - take_rows.start:b - take_rows.start] = \
-            buf.reshape(nb, band_h, grid_w, width)[:, :b - a, take_cols]
-
-
-def _conv_shifted(geom, wmat, xp, dtype, x4=None, dy=None,
+def _conv_shifted(geom, wmat, xp, dtype, x=None, dy=None,
                   want_y=False, want_dx=False, want_dw=False):
-    """Stride-1 convolution by shifted GEMMs on the flattened padded input
-    (any dilation, groups, padding).  Same contract as :func:`_conv_core`,
-    except that ``x4`` may be any ``H x W x C x N`` view."""
+    """Stride-1 convolution by shifted GEMMs (any dilation, groups, padding).
+
+    Each chunk of whole images is zero-padded and flattened to a
+    ``(N*HP*WP) x C`` matrix; output pixel ``p`` of the padded grid is
+    ``sum_t X[p + off_t] @ W_t`` with ``off_t = u*DY*WP + v*DX``, computed for
+    every grid position and cropped.  The data derivative is the same
+    correlation with negated offsets over the (zero-extended) output
+    derivative, the filter derivative one GEMM per tap.  Same contract as
+    :func:`_conv_core`."""
     g_count, kg, fc = geom.groups, geom.kg, geom.fc
     pt, pb, pl, pr = geom.pad
     hp, wp = geom.h + pt + pb, geom.w + pl + pr
@@ -286,37 +272,79 @@ def _conv_shifted(geom, wmat, xp, dtype, x4=None, dy=None,
     offsets = [u * geom.dil_y * wp + v * geom.dil_x
                for u in range(geom.fh) for v in range(geom.fw)]
     off_max = offsets[-1]
-    y = dx = dwmat = None
-    xflat = None
-    if want_y or want_dw:
-        xpad = xp.empty((geom.n, hp, wp, geom.c), dtype)
-        fill_padded(xpad, x4.transpose(3, 0, 1, 2), -pt, -pl, planar=False)
-        xflat = xpad.reshape(geom.n * plane, geom.c)
     taps_w = [[wmat[g, t * fc:(t + 1) * fc] for t in range(geom.taps)] for g in range(g_count)]
-    if want_y:
-        y = xp.empty((geom.n, geom.ho, geom.wo, geom.k), dtype)
-        _shifted_grid(xflat, 0, offsets, taps_w, fc, kg, g_count, hp, wp,
-                      slice(0, geom.ho), slice(0, geom.wo), y, xp, dtype)
-    if want_dx or want_dw:
-        # output derivative on the padded grid, zero off the valid outputs,
-        # behind off_max zero rows so that negative offsets stay in range
-        dyext = xp.zeros((off_max + geom.n * plane, geom.k), dtype)
-        dygrid = dyext[off_max:]
-        dygrid.reshape(geom.n, hp, wp, geom.k)[:, :geom.ho, :geom.wo] = dy
-    if want_dw:
-        dwmat = xp.empty(wmat.shape, dtype)
-        rows = geom.n * plane - off_max
-        for g in range(g_count):
-            for t, off in enumerate(offsets):
-                xp.matmul(xflat[off:off + rows, g * fc:(g + 1) * fc].T,
-                          dygrid[:rows, g * kg:(g + 1) * kg],
-                          out=dwmat[g, t * fc:(t + 1) * fc])
-    if want_dx:
-        dx = xp.empty((geom.n, geom.h, geom.w, geom.c), dtype)
-        taps_wt = [[m.T for m in per_group] for per_group in taps_w]
-        _shifted_grid(dyext, off_max, [-o for o in offsets], taps_wt, kg, fc, g_count, hp, wp,
-                      slice(pt, pt + geom.h), slice(pl, pl + geom.w), dx, xp, dtype)
+    taps_wt = [[m.T for m in per_group] for per_group in taps_w]
+    y = xp.empty((geom.n, geom.ho, geom.wo, geom.k), dtype) if want_y else None
+    dx = xp.empty((geom.n, geom.h, geom.w, geom.c), dtype) if want_dx else None
+    per_image = _shifted_image_bytes(geom, np.dtype(dtype).itemsize)
+    per = max(1, min(_CHUNK_BYTES, get_workspace_limit() // 4) // per_image)
+    chunks = [(n0, min(n0 + per, geom.n)) for n0 in range(0, geom.n, per)]
+
+    def run(chunk, dw_acc):
+        n0, n1 = chunk
+        nb = n1 - n0
+        if want_y or want_dw:
+            xpad = workspace("shift_x", (nb, hp, wp, geom.c), dtype, xp)
+            fill_padded(xpad, x[n0:n1], -pt, -pl, planar=False)
+            xflat = xpad.reshape(nb * plane, geom.c)
+        if want_y:
+            buf = workspace("shift_y", (nb * plane, geom.k), dtype, xp)
+            _shifted_pass(xflat, 0, offsets, taps_w, fc, kg, g_count, buf,
+                          (nb - 1) * plane + (geom.ho - 1) * wp + geom.wo, xp)
+            y[n0:n1] = buf.reshape(nb, hp, wp, geom.k)[:, :geom.ho, :geom.wo]
+        if not (want_dx or want_dw):
+            return
+        # the output derivative on the padded grid, zero off the valid
+        # outputs, behind off_max zero rows so that negated offsets stay in range
+        dyext = workspace("shift_dy", (off_max + nb * plane, geom.k), dtype, xp)
+        dyext[:off_max] = 0
+        dygrid = dyext[off_max:].reshape(nb, hp, wp, geom.k)
+        dygrid[:, geom.ho:] = 0
+        dygrid[:, :geom.ho, geom.wo:] = 0
+        dygrid[:, :geom.ho, :geom.wo] = dy[n0:n1]
+        dyflat = dyext[off_max:]
+        if want_dw:
+            rows = nb * plane - off_max
+            tmp = workspace("shift_dw", (fc, kg), dtype, xp)
+            for g in range(g_count):
+                for t, off in enumerate(offsets):
+                    xp.matmul(xflat[off:off + rows, g * fc:(g + 1) * fc].T,
+                              dyflat[:rows, g * kg:(g + 1) * kg], out=tmp)
+                    dw_acc[g, t * fc:(t + 1) * fc] += tmp
+        if want_dx:
+            buf = workspace("shift_dx", (nb * plane, geom.c), dtype, xp)
+            _shifted_pass(dyext, off_max, [-o for o in offsets], taps_wt, kg, fc, g_count, buf,
+                          (nb - 1) * plane + (pt + geom.h - 1) * wp + pl + geom.w, xp)
+            dx[n0:n1] = buf.reshape(nb, hp, wp, geom.c)[:, pt:pt + geom.h, pl:pl + geom.w]
+
+    dwmat = _run_chunks(run, chunks, xp, True, wmat.shape if want_dw else None, dtype)
     return y, dx, dwmat
+
+
+def _run_chunks(run, chunks, xp, parallel, dw_shape, dtype):
+    """Call ``run(chunk, dw_acc)`` for every chunk (on two threads when
+    ``parallel``); ``dw_acc`` is a filter-derivative accumulator private to
+    the calling thread (None when ``dw_shape`` is None).  Returns the sum of
+    the accumulators."""
+    accumulators = {}
+
+    def work(chunk):
+        acc = None
+        if dw_shape is not None:
+            key = threading.get_ident()
+            acc = accumulators.get(key)
+            if acc is None:
+                acc = accumulators[key] = xp.zeros(dw_shape, dtype)
+        run(chunk, acc)
+
+    _map_chunks(work, chunks, xp, parallel)
+    if dw_shape is None:
+        return None
+    parts = list(accumulators.values())
+    total = parts[0]
+    for part in parts[1:]:
+        total += part
+    return total
 
 
 _THREADS = 2
@@ -329,11 +357,14 @@ def _map_chunks(fn, chunks, xp, parallel):
     beside the GEMM of another)."""
     global _pool
     if not parallel or _THREADS < 2 or len(chunks) < 2 or xp is not np:
-        return [fn(c) for c in chunks]
+        for c in chunks:
+            fn(c)
+        return
     if _pool is None:
         _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="vlnn")
     with _blas_threads(_BLAS_THREADS_IN_POOL):
-        return list(_pool.map(fn, chunks))
+        for _ in _pool.map(fn, chunks):
+            pass
 
 
 _BLAS_THREADS_IN_POOL = 1
