@@ -558,12 +558,7 @@ EMPTY_DZDY_CASES = [
                  id="relu"),
     pytest.param(
         lambda e: vl_nnsoftmaxloss(_x((1, 1, 3, 2)), C, e),
-        lambda: vl_nnsoftmaxloss(_x((1, 1, 3, 2)), C), id="softmaxloss",
-        marks=pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-            "vl_nnsoftmaxloss runs its backward branch for a zero-element dzdy and raises "
-            "'dzdy of shape (0,) does not broadcast to 1 x 1 x 1 x 2' instead of treating "
-            "it as None, unlike the other blocks (API.md: MATLAB's [] is None and an array "
-            "with zero elements is accepted as empty)"))),
+        lambda: vl_nnsoftmaxloss(_x((1, 1, 3, 2)), C), id="softmaxloss"),
 ]
 
 

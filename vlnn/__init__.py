@@ -6,16 +6,16 @@ a block to backward mode: ``y = vl_nnconv(x, w, b)``,
 """
 
 from ._im2col import get_workspace_limit, set_workspace_limit
-from .activations import vl_nnrelu
+from .activations import vl_nnrelu, vl_nnsigmoid, vl_nnsoftmax
 from .conv import vl_nnconv, vl_nnconvt
 from .distance import vl_nnpdist
 from .dropout import vl_nndropout
-from .loss import vl_nnsoftmaxloss
+from .loss import vl_nnloss, vl_nnsoftmaxloss
 from .pool import vl_nnpool
 from .tensors import vl_nnconcat, vl_nncrop, vl_taccum
 
 __all__ = [
     "vl_nnconv", "vl_nnconvt", "vl_nnpool", "vl_nnrelu", "vl_nnsoftmaxloss",
-    "vl_nndropout", "vl_nnpdist", "vl_nnconcat", "vl_nncrop", "vl_taccum",
+    "vl_nnsigmoid", "vl_nnsoftmax", "vl_nnloss", "vl_nndropout", "vl_nnpdist", "vl_nnconcat", "vl_nncrop", "vl_taccum",
     "set_workspace_limit", "get_workspace_limit",
 ]

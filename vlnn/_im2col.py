@@ -118,6 +118,15 @@ def _tap_slices(geom, u, v, hb):
     return rs, cs
 
 
+def as_strided(a, shape, strides):
+    """``as_strided`` of the array's own module (numpy or CuPy)."""
+    if type(a).__module__.split(".")[0] == "cupy":
+        from cupy.lib.stride_tricks import as_strided as strided
+    else:
+        from numpy.lib.stride_tricks import as_strided as strided
+    return strided(a, shape=shape, strides=strides)
+
+
 def im2col(xpad, cols, geom, planar):
     """Fill ``cols`` from the padded chunk ``xpad`` (layouts in the module
     docstring); ``hb`` output rows are taken from the chunk."""
@@ -128,6 +137,18 @@ def im2col(xpad, cols, geom, planar):
             for v in range(geom.fw):
                 rs, cs = _tap_slices(geom, u, v, hb)
                 cols[:, u * geom.fw + v] = xpad[:, :, rs, cs].reshape(g, fc, nb, hb, geom.wo)
+    elif g == 1 and geom.dil_x == 1:
+        # one filter row's taps (v, c) are one contiguous run of the padded
+        # input: copy FW*C-long runs per filter row instead of C-long runs
+        # per tap (a sliding-window view, read only)
+        nb, hb = cols.shape[0], cols.shape[1]
+        cols5 = cols.reshape(nb, hb, geom.wo, geom.fh, geom.fw * fc)
+        s_n, s_h, s_w, s_c = xpad.strides
+        for u in range(geom.fh):
+            rows = xpad[:, u * geom.dil_y:]
+            window = as_strided(rows, shape=(nb, hb, geom.wo, geom.fw * fc),
+                                strides=(s_n, s_h * geom.stride_y, s_w * geom.stride_x, s_c))
+            cols5[:, :, :, u] = window
     else:
         nb, hb = cols.shape[0], cols.shape[1]
         for u in range(geom.fh):

@@ -1,6 +1,7 @@
-"""Point-wise activations."""
+"""Activations: the point-wise vl_nnrelu and vl_nnsigmoid, and vl_nnsoftmax over channels."""
 
-from ._backend import as_tensor, common_dtype, get_array_module, shape4
+from ._backend import (as_tensor, check_derivative, common_dtype, get_array_module, like_shape,
+                       shape4, to4d)
 from ._options import as_float, parse_options, split_derivative
 
 
@@ -41,7 +42,7 @@ def vl_nnrelu(x, dzdy=None, *args, **opts):
     common_dtype(fname, x=x, dzdy=dzdy)
     if dzdy is None:
         if leak == 0:
-            return xp.maximum(x, 0)
+            return xp.fmax(x, x.dtype.type(0))  # MATLAB max(x, 0) maps NaN to 0
         return x * xp.where(x > 0, x.dtype.type(1), x.dtype.type(leak))
     if shape4(dzdy.shape) != shape4(x.shape):
         raise ValueError(
@@ -50,3 +51,126 @@ def vl_nnrelu(x, dzdy=None, *args, **opts):
     if leak == 0:
         return dzdy * (x > 0)
     return dzdy * xp.where(x > 0, x.dtype.type(1), x.dtype.type(leak))
+
+
+def _sigmoid(x, xp):
+    """``1 / (1 + exp(-x))`` without overflow: only ``exp(-|x|)`` is taken."""
+    small = xp.exp(-xp.abs(x))
+    one = x.dtype.type(1)
+    return xp.where(x >= 0, one, small) / (one + small)
+
+
+def vl_nnsigmoid(x, dzdy=None, *args, **opts):
+    """CNN sigmoid nonlinearity.
+
+    ``Y = vl_nnsigmoid(X)`` computes the sigmoid of the data ``X`` (any
+    shape), element by element::
+
+        Y = 1 / (1 + exp(-X))
+
+    ``DX = vl_nnsigmoid(X, DZDY)`` computes the derivative of the block
+    projected onto ``DZDY``, which has the shape of ``X``::
+
+        DX = DZDY * Y * (1 - Y)
+
+    with ``Y`` recomputed from ``X``.  ``None`` (MATLAB's ``[]``) or an empty
+    array as ``DZDY`` is the forward form.  The block has no options.
+
+    Parameters
+    ----------
+    x : array, any shape, float32 or float64
+    dzdy : array shaped like ``x``, optional
+        Passing it selects backward mode.
+
+    Returns
+    -------
+    y : array shaped like ``x`` (forward)
+    dx : array shaped like ``x`` (backward)
+
+    Notes
+    -----
+    Both directions are evaluated through ``exp(-|X|)``, so no intermediate
+    overflows for scores of any size: ``Y`` saturates at exactly 0 and 1 and
+    the derivative ``exp(-|X|) / (1 + exp(-|X|))^2`` (which equals
+    ``Y (1 - Y)``) decays to 0.  NaN propagates.
+    """
+    fname = "vl_nnsigmoid"
+    dzdy, args = split_derivative(dzdy, args)
+    parse_options(fname, args, opts, {})
+    xp = get_array_module(x, dzdy)
+    x = as_tensor(x, fname, "x", xp)
+    if x is None:
+        raise ValueError(f"{fname}: x must not be empty")
+    dzdy = as_tensor(dzdy, fname, "dzdy", xp) if dzdy is not None else None
+    common_dtype(fname, x=x, dzdy=dzdy)
+    if dzdy is None:
+        return _sigmoid(x, xp)
+    check_derivative(fname, dzdy, x.shape, "x")
+    # Y (1 - Y) == e / (1 + e)^2 with e = exp(-|X|), for either sign of X
+    small = xp.exp(-xp.abs(x))
+    denom = x.dtype.type(1) + small
+    denom *= denom
+    small /= denom
+    return like_shape(dzdy, x.shape) * small
+
+
+def vl_nnsoftmax(x, dzdy=None, *args, **opts):
+    """CNN softmax over the channels.
+
+    ``Y = vl_nnsoftmax(X)`` applies the softmax operator to the data ``X``
+    (``H x W x D x N``) along the third (channel) dimension, independently
+    at every location ``(i, j)`` of every image ``n``::
+
+        Y(i,j,k,n) = exp(X(i,j,k,n)) / sum_q exp(X(i,j,q,n))
+
+    ``DX = vl_nnsoftmax(X, DZDY)`` computes the derivative of the block
+    projected onto ``DZDY``, which has the shape of ``X``::
+
+        DX = Y * (DZDY - sum_q DZDY(i,j,q,n) Y(i,j,q,n))
+
+    with ``Y`` recomputed from ``X``.  The block has no options.
+
+    Parameters
+    ----------
+    x : array, ``H x W x D x N``, float32 or float64
+        Missing trailing dimensions are 1 (an ``H x W x D`` array is one
+        image; an array with fewer than 3 dimensions has ``D = 1``, where
+        the softmax is 1), dimensions past the 4th count as images.
+    dzdy : array shaped like ``x``, optional
+        Passing it selects backward mode.  ``None`` (or an empty array) is
+        the forward form; MatConvNet's ``vl_nnsoftmax(X, [])`` would take
+        the backward branch, the API's rule is that ``None`` is forward.
+
+    Returns
+    -------
+    y : array shaped like ``x`` (forward)
+    dx : array shaped like ``x`` (backward)
+
+    Notes
+    -----
+    The maximum over the channels is subtracted before exponentiating, as
+    in MatConvNet, so scores of any size give finite results; the output is
+    unchanged by adding a constant to all the channels of a location.  NaN
+    or infinite scores make their location NaN, as in MatConvNet.
+    """
+    fname = "vl_nnsoftmax"
+    dzdy, args = split_derivative(dzdy, args)
+    parse_options(fname, args, opts, {})
+    xp = get_array_module(x, dzdy)
+    x = as_tensor(x, fname, "x", xp)
+    if x is None:
+        raise ValueError(f"{fname}: x must not be empty")
+    dzdy = as_tensor(dzdy, fname, "dzdy", xp) if dzdy is not None else None
+    common_dtype(fname, x=x, dzdy=dzdy)
+    if dzdy is not None:
+        check_derivative(fname, dzdy, x.shape, "x")
+    x4 = to4d(x)
+    y = x4 - x4.max(axis=2, keepdims=True)
+    xp.exp(y, out=y)
+    y /= y.sum(axis=2, keepdims=True)
+    if dzdy is None:
+        return like_shape(y, x.shape)
+    dz4 = to4d(dzdy)
+    dx = dz4 - (dz4 * y).sum(axis=2, keepdims=True)
+    dx *= y
+    return like_shape(dx, x.shape)
