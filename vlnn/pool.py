@@ -2,7 +2,7 @@
 
 from ._backend import (as_tensor, check_derivative, common_dtype, from_nhwc,
                        get_array_module, like_shape, to4d, to_nhwc)
-from ._im2col import fill_padded
+from ._im2col import fill_padded, workspace
 from ._options import as_pair, as_quad, int_vector, parse_options, split_derivative
 from ._shapes import conv_output_size
 
@@ -79,16 +79,63 @@ def vl_nnpool(x, pool, dzdy=None, *args, **opts):
     x4 = to4d(x)
     h, w, c, n = x4.shape
     ho, wo, _, _ = conv_output_size(fname, h, w, ph, pw, stride, pad, filter_name="pool")
-    xn = to_nhwc(x4, xp)
+    # Work on an (outer, H, W, inner) arrangement of the data whose inner
+    # axis is contiguous: a C-ordered H x W x C x N array is 1 x H x W x C*N
+    # as it is, an N x H x W x C buffer (what the blocks return) is itself;
+    # anything else is copied to the latter.
+    if x4.flags.c_contiguous:
+        xn = x4.reshape(1, h, w, c * n)
+
+        def arranged(a4):
+            return xp.ascontiguousarray(a4).reshape(1, a4.shape[0], a4.shape[1], c * n)
+
+        def restored(a):
+            return a.reshape(a.shape[1], a.shape[2], c, n)
+    else:
+        xn = to_nhwc(x4, xp)
+
+        def arranged(a4):
+            return to_nhwc(a4, xp)
+
+        def restored(a):
+            return from_nhwc(a)
+    outer, inner = xn.shape[0], xn.shape[3]
     sy, sx = stride
     hin, win = (ho - 1) * sy + ph, (wo - 1) * sx + pw
 
-    def tap(a, u, v):
-        return a[:, u:u + (ho - 1) * sy + 1:sy, v:v + (wo - 1) * sx + 1:sx]
+    # Polyphase: with a stride, window taps are strided views whose rows are
+    # only C elements long, and numpy's ufuncs run several times slower on
+    # those.  Split the padded input once into SY*SX contiguous phase images;
+    # tap (u, v) is then a plain slice of phase (u % SY, v % SX) with
+    # WO*C-long rows, and the gradient is gathered per phase, interleaved back
+    # once at the end.
+    used = [(i, j) for i in range(min(sy, ph)) for j in range(min(sx, pw))]
+
+    def split(a):
+        if sy == 1 and sx == 1:
+            return {(0, 0): a}
+        phases = {}
+        for i, j in used:
+            part = a[:, i::sy, j::sx]
+            phases[(i, j)] = workspace(f"pool_phase{i}_{j}", part.shape, dtype, xp)
+            phases[(i, j)][...] = part
+        return phases
+
+    def tap(phases, u, v):
+        r, q = u // sy, v // sx
+        return phases[(u % sy, v % sx)][:, r:r + ho, q:q + wo]
+
+    def merge(phases, shape):
+        if sy == 1 and sx == 1:
+            return phases[(0, 0)]
+        out = xp.zeros(shape, dtype)
+        for (i, j), part in phases.items():
+            out[:, i::sy, j::sx] = part
+        return out
 
     padded = pad != (0, 0, 0, 0)
     if padded:
-        xpad = xp.empty((n, hin, win, c), dtype)
+        xpad = xp.empty((outer, hin, win, inner), dtype)
         if method == "max":
             xpad.fill(-xp.inf)
             # fill_padded zero-fills the border, so copy the interior by hand
@@ -101,52 +148,55 @@ def vl_nnpool(x, pool, dzdy=None, *args, **opts):
 
     if dzdy is not None:
         check_derivative(fname, dzdy, (ho, wo, c, n))
-        dyn = to_nhwc(to4d(dzdy), xp)
+        dyn = arranged(to4d(dzdy))
+    xph = split(xpad)
 
     if method == "avg":
         counts = (_window_counts(xp, dtype, h, ho, ph, sy, pad[0])[:, None, None]
                   * _window_counts(xp, dtype, w, wo, pw, sx, pad[2])[None, :, None])
         if dzdy is None:
-            y = xp.zeros((n, ho, wo, c), dtype)
+            y = xp.zeros((outer, ho, wo, inner), dtype)
             for v in range(pw):
                 for u in range(ph):
-                    y += tap(xpad, u, v)
+                    y += tap(xph, u, v)
             y /= counts
-            return from_nhwc(y)
+            return restored(y)
         share = dyn / counts
-        dxpad = xp.zeros(xpad.shape, dtype)
+        dxph = {key: xp.zeros(part.shape, dtype) for key, part in xph.items()}
         for v in range(pw):
             for u in range(ph):
-                tap(dxpad, u, v)[...] += share
+                tap(dxph, u, v)[...] += share
     else:
         # fmax skips NaN (MatConvNet's comparison-based loop does too); the
         # accumulator starts at -inf, so padding never wins
-        best = xp.full((n, ho, wo, c), -xp.inf, dtype)
+        best = xp.full((outer, ho, wo, inner), -xp.inf, dtype)
         for v in range(pw):
             for u in range(ph):
-                xp.fmax(best, tap(xpad, u, v), out=best)
+                xp.fmax(best, tap(xph, u, v), out=best)
         if dzdy is None:
-            return from_nhwc(best)
+            return restored(best)
         # each window's gradient goes to its first element (column-major
         # scan) equal to the maximum, i.e. the first strictly greater one;
-        # windows whose maximum is -inf (all -inf or NaN) get none
-        remaining = xp.where(best > -xp.inf, dyn, dtype.type(0))
-        hit = xp.empty((n, ho, wo, c), bool)
-        share = xp.empty((n, ho, wo, c), dtype)
-        dxpad = xp.zeros(xpad.shape, dtype)
-        last = (pw - 1, ph - 1)
+        # windows whose maximum is -inf (all -inf or NaN) get none.  Masks
+        # only (no where= copies, which branch per element and are slow).
+        found = workspace("pool_found", (outer, ho, wo, inner), bool, xp)
+        xp.isneginf(best, out=found)
+        hit = workspace("pool_hit", (outer, ho, wo, inner), bool, xp)
+        first = workspace("pool_first", (outer, ho, wo, inner), bool, xp)
+        zero = dtype.type(0)
+        dxph = {key: xp.zeros(part.shape, dtype) for key, part in xph.items()}
         for v in range(pw):
             for u in range(ph):
-                xp.equal(tap(xpad, u, v), best, out=hit)
-                xp.multiply(remaining, hit, out=share)
-                tap(dxpad, u, v)[...] += share
-                if (v, u) != last:
-                    xp.copyto(remaining, dtype.type(0), where=hit)
+                xp.equal(tap(xph, u, v), best, out=hit)
+                xp.greater(hit, found, out=first)
+                xp.logical_or(found, hit, out=found)
+                tap(dxph, u, v)[...] += xp.where(first, dyn, zero)
 
+    dxpad = merge(dxph, xpad.shape)
     if padded:
-        dxn = xp.zeros((n, h, w, c), dtype)
+        dxn = xp.zeros((outer, h, w, inner), dtype)
         r_hi, c_hi = min(h, hin - pad[0]), min(w, win - pad[2])
         dxn[:, :r_hi, :c_hi] = dxpad[:, pad[0]:pad[0] + r_hi, pad[2]:pad[2] + c_hi]
     else:
         dxn = dxpad
-    return like_shape(from_nhwc(dxn), x.shape)
+    return like_shape(restored(dxn), x.shape)
