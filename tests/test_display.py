@@ -8,6 +8,7 @@ padding, custom layers, untidied and legacy nets, ``res``).
 """
 
 import doctest
+import types
 
 import numpy as np
 import pytest
@@ -116,9 +117,10 @@ class TestLeNet:
         assert len(tables) == 2  # 9 columns fit in one table, then the summary
         main, summary = tables
         labels = [cells[0].strip() for cells in main]
-        assert labels == ["layer", "type", "name", "", "support", "filt dim", "filt dilat",
-                          "num filts", "stride", "pad", "", "rf size", "rf offset",
-                          "rf stride", "", "data size", "data depth", "data num", "",
+        rule = "-" * 10
+        assert labels == ["layer", "type", "name", rule, "support", "filt dim", "filt dilat",
+                          "num filts", "stride", "pad", rule, "rf size", "rf offset",
+                          "rf stride", rule, "data size", "data depth", "data num", rule,
                           "data mem", "param mem"]
         assert row(main, "layer") == [str(i) for i in range(9)]
         assert row(main, "type") == ["input", "conv", "mpool", "conv", "mpool", "conv",
@@ -144,8 +146,11 @@ class TestLeNet:
         assert row(summary, "parameter memory") == ["2MB (4.3e+05 parameters)"]
         assert row(summary, "data memory") == ["8MB (for batch size 100)"]
 
-    def test_ascii_layout(self, info):
-        lines = info.text.split("\n")
+    def test_ascii_layout(self):
+        net = lenet()
+        for layer in net["layers"]:
+            del layer["name"]
+        lines = quiet(net, batchSize=100).text.split("\n")
         # each table: rows of equal width, every cell followed by '|', then a blank line
         assert lines[21] == "" and lines[24] == "" and lines[25] == "" and len(lines) == 26
         main = lines[:21]
@@ -185,8 +190,9 @@ class TestLeNet:
                 if line != "\\hline":
                     assert line.endswith("\\\\") and line.count("&") == ncols - 1
         first = blocks[0].split("\n")
-        assert first[1] == "     layer&    0&          1&    2&   3\\\\"
-        assert first[3] == "      name&  n/a&conv\\char`_1&     &    \\\\"
+        # widths come from the unescaped text, as in MatConvNet
+        assert first[1] == "     layer&    0&     1&     2&     3\\\\"
+        assert first[3] == "      name&  n/a&conv\\char`_1&layer2&layer3\\\\"
         assert blocks[3].split("\n")[1:3] == ["parameter memory&2MB (4.3e+05 parameters)\\\\",
                                               "     data memory&8MB (for batch size 100)\\\\"]
 
@@ -351,6 +357,20 @@ class TestLayers:
         assert row(main, "num filts") == ["n/a", "8"]
         assert row(main, "param mem") == ["n/a", "2KB"]  # (600 + 8) * 4 bytes
         assert row(summary, "parameter memory") == ["2KB (6.1e+02 parameters)"]
+
+    def test_cells_as_object_arrays_and_layers_as_objects(self):
+        # scipy.io.loadmat(..., struct_as_record=False) gives attribute
+        # records and numpy object arrays for MATLAB cells
+        cell = np.empty((1, 2), dtype=object)
+        cell[0, 0], cell[0, 1] = np.zeros((3, 3, 2, 6), F32), np.zeros((1, 6), F32)
+        layer = types.SimpleNamespace(type="conv", weights=cell, stride=np.array(2.0),
+                                      pad=np.array([[1, 1, 1, 1]]), name="c1")
+        info = quiet(types.SimpleNamespace(layers=[layer], meta=None), inputSize=[9, 9, 2, 1])
+        np.testing.assert_array_equal(info.dataSize[:, 1], [5, 5, 6, 1])
+        main, summary = rows_of(info.text)
+        assert row(main, "name") == ["n/a", "c1"]
+        assert row(main, "num filts") == ["n/a", "6"]
+        assert row(summary, "parameter memory") == ["456B (1.1e+02 parameters)"]
 
     def test_conv_without_filters_keeps_the_depth(self):
         net = {"layers": [{"type": "conv", "weights": [None, np.zeros(3, F32)], "stride": 2}]}
