@@ -35,6 +35,10 @@ _SHIFTED_MIN_FC = 16
 _SHIFTED_MAX_WASTE = 1.2
 # Tests and benchmarks may force 'im2col' or 'shifted' (None: automatic).
 _FORCE_STRATEGY = None
+# Chunks run on this many threads, with OpenBLAS at this many threads each.
+_THREADS = 2
+_BLAS_THREADS_IN_POOL = 1
+_pool = None
 
 
 @dataclass(frozen=True)
@@ -332,52 +336,38 @@ def _conv_shifted(geom, wmat, xp, dtype, x=None, dy=None,
 
 
 def _run_chunks(run, chunks, xp, parallel, dw_shape, dtype):
-    """Call ``run(chunk, dw_acc)`` for every chunk (on two threads when
-    ``parallel``); ``dw_acc`` is a filter-derivative accumulator private to
-    the calling thread (None when ``dw_shape`` is None).  Returns the sum of
-    the accumulators."""
-    accumulators = {}
+    """Call ``run(chunk, dw_acc)`` for every chunk, on two threads when
+    ``parallel`` (numpy releases the GIL in copies and GEMMs, so one
+    chunk's im2col copies run beside another's GEMM; OpenBLAS is held at one
+    thread meanwhile).  Thread ``k`` takes chunks ``k, k + T, ...`` and owns
+    the filter-derivative accumulator ``dw_acc`` it is handed (None when
+    ``dw_shape`` is None): a fixed assignment and a fixed summation order,
+    so results do not depend on thread timing.  Returns the summed
+    accumulators."""
+    workers = _THREADS if parallel and len(chunks) > 1 and xp is np else 1
+    workers = max(1, min(workers, len(chunks)))
+    accumulators = [xp.zeros(dw_shape, dtype) if dw_shape is not None else None
+                    for _ in range(workers)]
 
-    def work(chunk):
-        acc = None
-        if dw_shape is not None:
-            key = threading.get_ident()
-            acc = accumulators.get(key)
-            if acc is None:
-                acc = accumulators[key] = xp.zeros(dw_shape, dtype)
-        run(chunk, acc)
+    def work(k):
+        for chunk in chunks[k::workers]:
+            run(chunk, accumulators[k])
 
-    _map_chunks(work, chunks, xp, parallel)
+    if workers == 1:
+        work(0)
+    else:
+        global _pool
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="vlnn")
+        with _blas_threads(_BLAS_THREADS_IN_POOL):
+            for _ in _pool.map(work, range(workers)):
+                pass
     if dw_shape is None:
         return None
-    parts = list(accumulators.values())
-    total = parts[0]
-    for part in parts[1:]:
+    total = accumulators[0]
+    for part in accumulators[1:]:
         total += part
     return total
-
-
-_THREADS = 2
-_pool = None
-
-
-def _map_chunks(fn, chunks, xp, parallel):
-    """Apply ``fn`` to every chunk, on two threads when that is safe (numpy
-    releases the GIL in copies and GEMMs, so im2col copies of one chunk run
-    beside the GEMM of another)."""
-    global _pool
-    if not parallel or _THREADS < 2 or len(chunks) < 2 or xp is not np:
-        for c in chunks:
-            fn(c)
-        return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="vlnn")
-    with _blas_threads(_BLAS_THREADS_IN_POOL):
-        for _ in _pool.map(fn, chunks):
-            pass
-
-
-_BLAS_THREADS_IN_POOL = 1
 
 
 class _blas_threads:
