@@ -15,7 +15,7 @@ import pytest
 
 from _checks import check_derivative, check_gradient_elementwise, rng
 import vlnn.normalization as normalization
-from vlnn.normalization import (vl_nnbnorm, vl_nnnoffset, vl_nnnormalize,
+from vlnn import (vl_nnbnorm, vl_nnnoffset, vl_nnnormalize,
                                 vl_nnnormalizelp, vl_nnspnorm)
 
 

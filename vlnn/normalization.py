@@ -664,57 +664,55 @@ def vl_nnbnorm(x, g, b, dzdy=None, *args, return_moments=False, **opts):
         mu, sigma = moments[:, 0], moments[:, 1]
     view = _ChannelView(x4, xp)
     x3 = view.of(x4)
+    dy3 = view.of(to4d(dzdy)) if dzdy is not None else None
     dtype = x.dtype.type
-
-    def centered(rows, mean):
-        """``X - MU`` of one chunk, in scratch."""
-        xs = x3[rows]
-        return xp.subtract(xs, mean, out=_scratch("bnorm_centered", xs, xp))
-
+    # Corrected two-pass moments: a first mean MU0, then the sums of
+    # D = X - MU0 and D^2 give MU = MU0 + mean(D) and the biased variance
+    # mean(D^2) - mean(D)^2.  This is MatConvNet's E[X^2] - MU^2 without its
+    # cancellation (never negative), and float32 data keep float32 accuracy
+    # however large their mean.  The backward's sums over DZDY and DZDY D
+    # share the second pass.  Chunk sums are accumulated in float64.
     if given is None:
-        # Corrected two-pass moments: a first mean MU0, then the sums of
-        # D = X - MU0 and D^2 give MU = MU0 + mean(D) and the biased variance
-        # mean(D^2) - mean(D)^2.  This is MatConvNet's E[X^2] - MU^2 without
-        # its cancellation (never negative), and float32 data keep float32
-        # accuracy however large their mean.  Chunk sums are float64.
         total = xp.zeros(c, xp.float64)
         for rows in view.chunks:
             total += view.channel_sum(x3[rows])
-        mu = (total / count).astype(dtype)
-        mean = view.channel(mu)
-        first = xp.zeros(c, xp.float64)
-        second = xp.zeros(c, xp.float64)
+        reference = (total / count).astype(dtype)              # MU0
+    else:
+        reference = mu
+    if given is None or dzdy is not None:
+        sum_d, sum_dd, sum_dy, sum_dyd = (xp.zeros(c, xp.float64) for _ in range(4))
+        reference_operand = view.channel(reference)
         for rows in view.chunks:
-            xc = centered(rows, mean)
-            first += view.channel_sum(xc)
-            second += view.channel_sum(xp.multiply(xc, xc, out=xc))
-        shift = first / count
-        variance = xp.maximum(second / count - shift * shift, 0)
-        mu = (mu + shift).astype(dtype)
+            xs = x3[rows]
+            d = xp.subtract(xs, reference_operand, out=_scratch("bnorm_d", xs, xp))
+            if dzdy is not None:
+                dys = dy3[rows]
+                sum_dy += view.channel_sum(dys)
+                sum_dyd += view.channel_sum(xp.multiply(dys, d, out=_scratch("bnorm_e", xs, xp)))
+            if given is None:
+                sum_d += view.channel_sum(d)
+                sum_dd += view.channel_sum(xp.multiply(d, d, out=d))
+    if given is None:
+        shift = sum_d / count
+        variance = xp.maximum(sum_dd / count - shift * shift, 0)
+        mu = (reference + shift).astype(dtype)
         sigma = xp.sqrt(variance + epsilon).astype(dtype)
         moments = xp.stack([mu, sigma], axis=1) if return_moments else None
     mean = view.channel(mu)
 
     out3, out = view.empty(x.dtype)
     if dzdy is None:
-        ratio, shift = view.channel(gain / sigma), view.channel(bias)
+        ratio, offset = view.channel(gain / sigma), view.channel(bias)
         for rows in view.chunks:
             ys = out3[rows]
             xp.subtract(x3[rows], mean, out=ys)
             ys *= ratio
-            ys += shift
+            ys += offset
         return (out, moments) if return_moments else out
 
-    dy3 = view.of(to4d(dzdy))
-    dbias = xp.zeros(c, xp.float64)
-    dgain = xp.zeros(c, xp.float64)
-    for rows in view.chunks:
-        dys = dy3[rows]
-        dbias += view.channel_sum(dys)
-        xc = centered(rows, mean)
-        dgain += view.channel_sum(xp.multiply(xc, dys, out=xc))
-    dbias = dbias.astype(dtype)
-    dgain = (dgain / sigma).astype(dtype)
+    # sum DZDY (X - MU) = sum DZDY D - (MU - MU0) sum DZDY
+    dbias = sum_dy.astype(dtype)
+    dgain = ((sum_dyd - (mu.astype(xp.float64) - reference) * sum_dy) / sigma).astype(dtype)
     ratio = gain / sigma
     # DX = ratio (DZDY - DB/M) - ratio DG / (M SIGMA) (X - MU)
     centered_coef = view.channel(-ratio * dgain / (count * sigma))
@@ -725,6 +723,6 @@ def vl_nnbnorm(x, g, b, dzdy=None, *args, return_moments=False, **opts):
         xp.subtract(x3[rows], mean, out=dxs)
         dxs *= centered_coef
         dxs += constant
-        dxs += xp.multiply(dy3[rows], ratio, out=_scratch("bnorm_centered", dxs, xp))
+        dxs += xp.multiply(dy3[rows], ratio, out=_scratch("bnorm_d", dxs, xp))
     out = (like_shape(out, x.shape), like_shape(dgain, g.shape), like_shape(dbias, b.shape))
     return out + (moments,) if return_moments else out
