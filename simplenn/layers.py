@@ -14,7 +14,7 @@ list of parameter derivatives for the layers that have parameters
 :class:`Mode`.
 
 A layer need not be tidied: a field that ``vl_simplenn_tidy`` would fill in
-takes tidy's default (:data:`DEFAULTS`); a field tidy cannot invent
+takes tidy's default (:func:`simplenn.tidy.layer_default`); a field tidy cannot invent
 (``weights``, ``pool``, ``class``, ``param`` of ``spnorm``/``noffset``,
 the custom ``forward``/``backward``) is required, and its absence is a
 ``ValueError`` naming the layer.
@@ -36,6 +36,7 @@ from vlnn.normalization import vl_nnbnorm, vl_nnnoffset, vl_nnnormalize, vl_nnsp
 from vlnn.pool import vl_nnpool
 
 from .struct import Struct
+from .tidy import layer_default
 
 Mode = namedtuple("Mode", ["test", "cudnn"])
 Mode.__doc__ = """How a call runs its layers.
@@ -45,23 +46,6 @@ test : bool
 cudnn : str
     ``'Cudnn'`` or ``'NoCudnn'``, appended to the conv, convt and pool calls.
 """
-
-# The defaults vl_simplenn_tidy fills in (MatConvNet's tidy table), used for
-# fields an untidied layer lacks.  The pool method has no tidy default in
-# MatConvNet (a duplicated `case` loses it); 'max', the intended default and
-# vl_nnpool's own, is used.
-DEFAULTS = {
-    "conv": {"pad": 0, "stride": 1, "dilate": 1, "opts": ()},
-    "pool": {"pad": 0, "stride": 1, "method": "max", "opts": ()},
-    "convt": {"crop": 0, "upsample": 1, "numGroups": 1, "opts": ()},
-    "relu": {"leak": 0},
-    "dropout": {"rate": 0.5},
-    "normalize": {"param": (5, 1, 0.0001 / 5, 0.75)},
-    "lrn": {"param": (5, 1, 0.0001 / 5, 0.75)},
-    "pdist": {"noRoot": False, "aggregate": False, "p": 2, "epsilon": 1e-3,
-              "instanceWeights": None},
-    "bnorm": {"epsilon": 1e-5},
-}
 
 LOSS_TYPES = ("loss", "softmaxloss")
 
@@ -79,9 +63,10 @@ def field(layer, name, i):
     """``layer[name]``, else tidy's default, else a ``ValueError``."""
     if name in layer:
         return layer[name]
-    defaults = DEFAULTS.get(layer.get("type"), {})
-    if name in defaults:
-        return defaults[name]
+    try:
+        return layer_default(layer.get("type"), name)
+    except KeyError:
+        pass
     hint = ""
     if name == "weights" and ("filters" in layer or "biases" in layer):
         hint = " (it has the legacy 'filters'/'biases' fields: run vl_simplenn_tidy)"

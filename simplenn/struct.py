@@ -58,10 +58,14 @@ class Struct(dict):
         return (Struct, (dict(self),))
 
 
-def struct(value=None, **fields):
+_NO_VALUE = object()
+
+
+def struct(value=_NO_VALUE, **fields):
     """Convert mappings (recursively, through lists and tuples) to
-    :class:`Struct`; ``struct(a=1)`` builds one from keywords."""
-    if value is None:
+    :class:`Struct`; ``struct(a=1)`` builds one from keywords.  Other
+    values (``None`` included) are returned as they are."""
+    if value is _NO_VALUE:
         return Struct({k: struct(v) for k, v in fields.items()})
     if isinstance(value, dict):
         return Struct({k: struct(v) for k, v in value.items()})
