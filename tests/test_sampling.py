@@ -16,7 +16,7 @@ import pytest
 
 import vlnn.sampling as sampling
 from _checks import check_derivative, rng
-from vlnn.sampling import vl_nnbilinearsampler, vl_nnroipool
+from vlnn import vl_nnbilinearsampler, vl_nnroipool
 
 
 def _as4(x):
@@ -212,7 +212,8 @@ def test_points_whose_floor_corner_is_outside_read_zero():
 
 def test_nan_and_inf_grid_points_read_zero():
     x = images((4, 4, 2, 1))
-    grid = np.array([np.nan, 0.0, 0.0, np.inf, -np.inf, 0.0, 0.0, 0.0]).reshape(2, 1, 4, 1, order="F")
+    grid = np.array([np.nan, 0.0, 0.0, np.inf, -np.inf, 0.0, 0.0, 0.0])
+    grid = grid.reshape(2, 1, 4, 1, order="F")
     y = vl_nnbilinearsampler(x, grid)
     assert np.all(y[:, :3] == 0)
     np.testing.assert_allclose(y[0, 3, :, 0], ref_sampler(x, grid[..., 3:, :])[0, 0, :, 0])
@@ -343,7 +344,8 @@ def test_sampler_calling_forms():
         np.testing.assert_array_equal(vl_nnbilinearsampler(x, grid, *args, **kw), ref)
     dy = images(ref.shape, seed=1)
     want = vl_nnbilinearsampler(x, grid, dy)
-    for got in (vl_nnbilinearsampler(x, grid, dzdy=dy), vl_nnbilinearsampler(x, grid, dy, "NoCudnn")):
+    for got in (vl_nnbilinearsampler(x, grid, dzdy=dy),
+                vl_nnbilinearsampler(x, grid, dy, "NoCudnn")):
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(vl_nnbilinearsampler(x, grid, np.zeros((0,))), ref)
@@ -361,17 +363,21 @@ G5 = np.zeros((2, 3, 3, 4))
      r"No = 3 must be a multiple of .*N = 2.*\(4, 5, 3, 2\).*\(2, 3, 3, 3\)"),
     (lambda: vl_nnbilinearsampler(X5, G5.astype(np.float32)), ValueError,
      r"must not mix float32 and float64.*grid is float32"),
-    (lambda: vl_nnbilinearsampler(X5.astype(np.float32), G5.astype(np.float32), np.zeros((3, 3, 3, 4))),
+    (lambda: vl_nnbilinearsampler(X5.astype(np.float32), G5.astype(np.float32),
+                                  np.zeros((3, 3, 3, 4))),
      ValueError, r"must not mix float32 and float64"),
     (lambda: vl_nnbilinearsampler(X5, G5, np.zeros((3, 3, 3, 2))), ValueError,
      r"dzdy has shape \(3, 3, 3, 2\).*\(3, 3, 3, 4\)"),
-    (lambda: vl_nnbilinearsampler(X5.astype(np.int32), G5), ValueError, r"x must be float32 or float64"),
+    (lambda: vl_nnbilinearsampler(X5.astype(np.int32), G5), ValueError,
+     r"x must be float32 or float64"),
     (lambda: vl_nnbilinearsampler(X5, G5.astype(np.complex128)), ValueError,
      r"grid must be float32 or float64"),
     (lambda: vl_nnbilinearsampler(np.zeros((0, 3)), G5), ValueError, r"x must not be empty"),
-    (lambda: vl_nnbilinearsampler(X5, np.zeros((2, 0, 3, 2))), ValueError, r"grid must not be empty"),
+    (lambda: vl_nnbilinearsampler(X5, np.zeros((2, 0, 3, 2))), ValueError,
+     r"grid must not be empty"),
     (lambda: vl_nnbilinearsampler(X5, G5, method="max"), TypeError, r"unknown option 'method'"),
-    (lambda: vl_nnbilinearsampler(X5, G5, None, "stride", 2), TypeError, r"unknown option 'stride'"),
+    (lambda: vl_nnbilinearsampler(X5, G5, None, "stride", 2), TypeError,
+     r"unknown option 'stride'"),
 ])
 def test_sampler_errors(call, exc, match):
     with pytest.raises(exc, match=match):
@@ -542,15 +548,35 @@ def test_rounding_is_half_away_from_zero():
     # through the scalar transform: u' = 0.5 (u - 1) + 1 = 2.5 for u = 4
     y = vl_nnroipool(x, np.array([1, 4.0, 1, 4.0, 1]), transform=0.5)
     assert y[0, 0, 0, 0] == 3
-    # negative halves go to -inf direction: v = -0.5 rounds to -1, row -2: clamped away
-    np.testing.assert_allclose(vl_nnroipool(x, np.array([1, 1, -0.5, 6, 1.5]), method="avg"),
-                               ref_roipool(x, np.array([1, 1, -0.5, 6, 1.5]), method="avg"))
+    # negative halves too: v1 = -2.5 rounds to -3 (numpy: -2), which moves the
+    # boundaries of the three tiles of rows; the last one starts at row 0, not 1
+    x = np.arange(24.0).reshape(4, 6)
+    rois = np.array([1, 1, -2.5, 1, 3])
+    y = vl_nnroipool(x, rois, method="avg", subdivisions=[3, 1])[:, 0, 0, 0]
+    np.testing.assert_array_equal(y, [0, x[0, 0], np.mean(x[0:3, 0])])
+    np.testing.assert_array_equal(y, ref_roipool(x, rois, (3, 1), "avg")[:, 0, 0, 0])
 
 
 def test_float32_geometry_uses_single_precision():
-    # with float32 data the transformed corner is stored in single precision:
-    # 0.1 * 25 + 0.4 is 2.9 in double but rounds through float32 the same way here,
-    # and the references below replay MatConvNet's single-precision steps
+    # MatConvNet stores the transformed corners in the data's precision before
+    # rounding: 2.5 - 1e-9 is 2.5 in single precision (rounds to 3, column 2)
+    # but stays below 2.5 in double precision (rounds to 2, column 1)
+    x = np.arange(1.0, 7.0)[None, :].repeat(3, axis=0)
+    shift = np.array([[1, 0, -1e-9], [0, 1, 0]])
+    rois = np.array([1, 2.5, 1, 2.5, 3])
+    y64 = vl_nnroipool(x, rois, transform=shift)
+    y32 = vl_nnroipool(x.astype(np.float32), rois.astype(np.float32), transform=shift)
+    assert y64[0, 0, 0, 0] == 2 and y32[0, 0, 0, 0] == 3 and y32.dtype == np.float32
+    # the bins too: 13 * float32(7 / 13) rounds up to 7.0000005, so the last of
+    # 13 tiles of a 7-row ROI ends at ceil(...) = 8 in single precision (7 in double)
+    x = np.arange(20.0).reshape(10, 2)
+    rois = np.array([1.0, 1, 1, 1, 7])
+    last64 = vl_nnroipool(x, rois, method="avg", subdivisions=[13, 1])[-1, 0, 0, 0]
+    last32 = vl_nnroipool(x.astype(np.float32), rois.astype(np.float32), method="avg",
+                          subdivisions=[13, 1])[-1, 0, 0, 0]
+    assert last64 == x[6, 0] and last32 == np.mean(x[6:8, 0])
+    # more transforms and bins against the reference, which replays the
+    # single-precision steps (corners, bin sizes, bin boundaries)
     x = distinct_data((9, 9, 1, 1), dtype=np.float32)
     rois = np.array([[1, 2, 3, 24.5, 17], [1, 5, 5, 35, 35]], np.float32).T
     for tr in (0.1, [0.3, 0.7], np.array([[0.2, 0.05, 0.5], [0.1, 0.3, -0.5]])):
@@ -567,8 +593,10 @@ def test_transform_forms_agree(method):
     opts = dict(method=method, subdivisions=[2, 3])
     half = vl_nnroipool(x, rois, transform=0.5, **opts)
     np.testing.assert_array_equal(vl_nnroipool(x, rois, transform=[0.5, 0.5], **opts), half)
-    np.testing.assert_array_equal(vl_nnroipool(x, rois, transform=np.array([[0.5, 0, 0.5], [0, 0.5, 0.5]]), **opts), half)
-    np.testing.assert_array_equal(vl_nnroipool(x, rois, transform=[0.5, 0, 0, 0.5, 0.5, 0.5], **opts), half)
+    matrix = np.array([[0.5, 0, 0.5], [0, 0.5, 0.5]])
+    np.testing.assert_array_equal(vl_nnroipool(x, rois, transform=matrix, **opts), half)
+    flat = [0.5, 0, 0, 0.5, 0.5, 0.5]           # the same matrix, column-major
+    np.testing.assert_array_equal(vl_nnroipool(x, rois, transform=flat, **opts), half)
     np.testing.assert_allclose(half, ref_roipool(x, rois, (2, 3), method, 0.5), rtol=1e-13)
     # [SU SV] scales u by SU and v by SV
     aniso = vl_nnroipool(x, rois, transform=[0.5, 0.25], **opts)
@@ -653,7 +681,8 @@ def test_overlapping_tiles_and_rois_accumulate(method):
     dx = vl_nnroipool(x, rois, p, method=method, subdivisions=[3, 2])
     # the adjoint identity: avg is linear, max picks one input per output
     np.testing.assert_allclose(np.vdot(y, p), np.vdot(x, dx), rtol=1e-12)
-    np.testing.assert_allclose(dx, ref_roipool(x, rois, (3, 2), method, dzdy=p), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, ref_roipool(x, rois, (3, 2), method, dzdy=p),
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_max_skips_nan_and_all_nan_tile_gives_minus_inf():
@@ -723,15 +752,16 @@ def test_roipool_float32_and_memory_order(method, order):
         np.testing.assert_array_equal(a, b)
     assert y.dtype == dx.dtype == np.float32 and dx.shape == x.shape
     np.testing.assert_allclose(y, ref_roipool(x, rois, (3, 7), method), rtol=1e-6)
-    np.testing.assert_allclose(dx, ref_roipool(x, rois, (3, 7), method, dzdy=dy), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dx, ref_roipool(x, rois, (3, 7), method, dzdy=dy),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_rois_any_shape_with_5k_elements():
     x = distinct_data((15, 14, 3, 2))
     ref = vl_nnroipool(x, BASIC_ROIS, subdivisions=2)
     np.testing.assert_array_equal(vl_nnroipool(x, BASIC_ROIS.ravel(order="F"), subdivisions=2), ref)
-    np.testing.assert_array_equal(vl_nnroipool(x, BASIC_ROIS.reshape(5, 2, 4, order="F"), subdivisions=2), ref)
-    np.testing.assert_array_equal(vl_nnroipool(x, np.asfortranarray(BASIC_ROIS), subdivisions=2), ref)
+    for rois in (BASIC_ROIS.reshape(5, 2, 4, order="F"), np.asfortranarray(BASIC_ROIS)):
+        np.testing.assert_array_equal(vl_nnroipool(x, rois, subdivisions=2), ref)
     # short x: one image, one channel
     x2 = x[:, :, 0, 0]
     y = vl_nnroipool(x2, np.array([1, 1, 1, 3, 3.0]))
@@ -761,20 +791,22 @@ R1 = np.array([1, 1, 1, 3, 3.0])
 
 @pytest.mark.parametrize("call,exc,match", [
     (lambda: vl_nnroipool(XR, np.zeros(7)), ValueError, r"rois must have 5K elements.*\(7,\)"),
-    (lambda: vl_nnroipool(XR, np.zeros((4, 3))), ValueError, r"rois must have 5K elements.*\(4, 3\)"),
-    (lambda: vl_nnroipool(XR, np.zeros((5, 0))), ValueError, r"rois must have 5K elements.*\(5, 0\)"),
+    (lambda: vl_nnroipool(XR, np.zeros((4, 3))), ValueError, r"5K elements.*\(4, 3\)"),
+    (lambda: vl_nnroipool(XR, np.zeros((5, 0))), ValueError, r"5K elements.*\(5, 0\)"),
     (lambda: vl_nnroipool(XR, None), ValueError, r"rois must have 5K elements"),
     (lambda: vl_nnroipool(XR, np.array([1, 1, np.nan, 3, 3])), ValueError, r"rois must be finite"),
     (lambda: vl_nnroipool(XR, R1, transform=[1, 2, 3]), ValueError,
      r"Transform must have 1 or 2 or 6 elements, got 3"),
-    (lambda: vl_nnroipool(XR, R1, transform=np.eye(2)), ValueError, r"Transform must have .* got 4"),
+    (lambda: vl_nnroipool(XR, R1, transform=np.eye(2)), ValueError,
+     r"Transform must have .* got 4"),
     (lambda: vl_nnroipool(XR, R1, transform=[]), ValueError, r"Transform must have .* got 0"),
     (lambda: vl_nnroipool(XR, R1, subdivisions=0), ValueError, r"Subdivisions must be >= 1"),
     (lambda: vl_nnroipool(XR, R1, subdivisions=[2, 0]), ValueError, r"Subdivisions must be >= 1"),
     (lambda: vl_nnroipool(XR, R1, subdivisions=[1, 2, 3]), ValueError,
      r"Subdivisions must have 1 or 2 elements"),
     (lambda: vl_nnroipool(XR, R1, subdivisions=1.5), ValueError, r"Subdivisions must be integral"),
-    (lambda: vl_nnroipool(XR, R1, method="sum"), ValueError, r"Method must be 'max' or 'avg'.*'sum'"),
+    (lambda: vl_nnroipool(XR, R1, method="sum"), ValueError,
+     r"Method must be 'max' or 'avg'.*'sum'"),
     (lambda: vl_nnroipool(XR, R1, method=None), ValueError, r"Method must be 'max' or 'avg'"),
     (lambda: vl_nnroipool(XR, R1.astype(np.float32)), ValueError,
      r"must not mix float32 and float64.*rois is float32"),

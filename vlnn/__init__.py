@@ -14,11 +14,13 @@ from .loss import vl_nnloss, vl_nnsoftmaxloss
 from .normalization import (vl_nnbnorm, vl_nnnoffset, vl_nnnormalize, vl_nnnormalizelp,
                             vl_nnspnorm)
 from .pool import vl_nnpool
+from .sampling import vl_nnbilinearsampler, vl_nnroipool
 from .tensors import vl_nnconcat, vl_nncrop, vl_taccum
 
 __all__ = [
     "vl_nnconv", "vl_nnconvt", "vl_nnpool", "vl_nnrelu", "vl_nnsoftmaxloss",
     "vl_nnsigmoid", "vl_nnsoftmax", "vl_nnloss", "vl_nnnormalize", "vl_nnnormalizelp",
-    "vl_nnbnorm", "vl_nnspnorm", "vl_nnnoffset", "vl_nndropout", "vl_nnpdist", "vl_nnconcat", "vl_nncrop", "vl_taccum",
+    "vl_nnbnorm", "vl_nnspnorm", "vl_nnnoffset", "vl_nndropout",
+    "vl_nnbilinearsampler", "vl_nnroipool", "vl_nnpdist", "vl_nnconcat", "vl_nncrop", "vl_taccum",
     "set_workspace_limit", "get_workspace_limit",
 ]
