@@ -146,14 +146,26 @@ def _python(value, where):
 
 
 def _weight(value, where):
-    """A weight array: kept an array (even 1 x 1), floating point as float32."""
+    """A weight array: kept an array (even 1 x 1) in its stored precision
+    (single, or double as MATLAB's ``save`` keeps it)."""
     if isinstance(value, np.ndarray):
         if value.size == 0:
             return None
-        if value.dtype.kind == "f" and value.dtype != np.float32:
+        if value.dtype.kind == "f" and value.dtype not in (np.float32, np.float64):
             return value.astype(np.float32)
         return value
     return _python(value, where)
+
+
+def _same_precision(weights):
+    """A layer whose weights mix single and double (old files with double
+    biases) gets them all single, which the blocks accept; a layer entirely
+    in double stays double."""
+    kinds = {w.dtype for w in weights if isinstance(w, np.ndarray) and w.dtype.kind == "f"}
+    if kinds == {np.dtype(np.float32), np.dtype(np.float64)}:
+        return [w.astype(np.float32) if isinstance(w, np.ndarray) and w.dtype == np.float64
+                else w for w in weights]
+    return weights
 
 
 def _layer(value, where):
@@ -167,7 +179,8 @@ def _layer(value, where):
         if name in _LAYER_LIST_FIELDS and _is_empty(raw):
             out = []
         elif name == "weights" and isinstance(raw, _MatCell):
-            out = [_weight(w, f"{here}{{{i + 1}}}") for i, w in enumerate(raw.items)]
+            out = _same_precision(
+                [_weight(w, f"{here}{{{i + 1}}}") for i, w in enumerate(raw.items)])
         elif name in ("filters", "biases"):
             out = _weight(raw, here)
         else:
@@ -177,6 +190,8 @@ def _layer(value, where):
             elif name in _LAYER_SCALAR_FIELDS and _is_scalar(out) and not isinstance(out, bool):
                 out = _number(np.asarray(out).flat[0])
         layer[name] = out
+    if "filters" in layer and "biases" in layer:   # legacy layout: the same rule
+        layer["filters"], layer["biases"] = _same_precision([layer["filters"], layer["biases"]])
     return layer
 
 
@@ -509,8 +524,9 @@ def load_net(path):
     other arrays                        ``ndarray`` of the MATLAB class and
                                         shape (Fortran order), e.g. ``pool``
                                         ``[3 3]`` as a ``(1, 2)`` float64
-    layer ``weights``                   list of arrays, floating point as
-                                        float32; filters 4-D (tidy restores
+    layer ``weights``                   list of arrays, single or double as
+                                        stored (a layer mixing both: single);
+                                        filters 4-D (tidy restores
                                         MATLAB's dropped trailing singletons)
     layer ``precious``, ``noRoot``,     ``bool``; ``leak``, ``rate``,
     ``aggregate``                       ``epsilon``, ``p``, ``numGroups``
@@ -648,7 +664,7 @@ def _weight_to_mat(value, where):
     array = np.asarray(value)
     if array.dtype == object or array.dtype.kind not in "biuf":
         raise ValueError(f"save_net: {where} must be a numeric array, got {type(value).__name__}")
-    if array.dtype.kind == "f" and array.dtype != np.float32:
+    if array.dtype.kind == "f" and array.dtype not in (np.float32, np.float64):
         array = array.astype(np.float32)
     return array.reshape(1, 1) if array.ndim == 0 else array
 
@@ -685,13 +701,14 @@ def save_net(path, net):
     tuples as cells (a non-empty list of numbers as a ``1 x N`` double
     array, of bools as a logical array), ``str`` as char, ``bool`` as
     logical, other numbers as double, ``None`` as ``[]``, arrays with their
-    dtype (1-D arrays as ``1 x N`` rows); layer weights as single (float32).
+    dtype (1-D arrays as ``1 x N`` rows); layer weights in their precision
+    (float32 as single, float64 as double, other floats as single).
     CuPy arrays are copied to the host.
 
     Round-trip caveats (MATLAB cannot tell them apart): numbers come back as
     ``int`` when integral and ``float`` otherwise, lists of numbers and 1-D
     arrays as ``(1, N)`` arrays, tuples as lists, empty arrays as ``None``
-    (an empty ``weights`` or ``opts`` as ``[]``), float64 weights as float32.
+    (an empty ``weights`` or ``opts`` as ``[]``).
 
     Parameters
     ----------

@@ -329,10 +329,17 @@ def test_saved_layout_is_matconvnet(tmp_path):
     assert raw["meta"]["classes"][0, 0]["name"][0, 0].dtype == object
 
 
-def test_float64_weights_saved_as_single(tmp_path):
-    net = {"layers": [{"type": "conv", "weights": [np.ones((2, 2, 1, 3)), np.zeros((1, 3))]}]}
+def test_weights_keep_their_precision(tmp_path):
+    # MATLAB's save keeps double weights double: a float64 network trains
+    # and resumes in float64; a layer mixing single and double becomes single
+    net = {"layers": [{"type": "conv", "weights": [np.ones((2, 2, 1, 3)), np.zeros((1, 3))]},
+                      {"type": "conv", "weights": [np.ones((1, 1, 3, 2), np.float32),
+                                                   np.zeros((1, 2), np.float32)]},
+                      {"type": "conv", "weights": [np.ones((1, 1, 2, 2), np.float32),
+                                                   np.zeros((1, 2))]}]}
     loaded = load_net(save_net(tmp_path / "n.mat", net))
-    assert [w.dtype for w in loaded.layers[0].weights] == [np.float32, np.float32]
+    assert [[w.dtype for w in layer.weights] for layer in loaded.layers] == [
+        [np.float64, np.float64], [np.float32, np.float32], [np.float32, np.float32]]
 
 
 def test_save_rejects_custom_layers(tmp_path):

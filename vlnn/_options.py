@@ -31,6 +31,9 @@ class Options(dict):
         except KeyError:
             raise AttributeError(name) from None
 
+    def __setattr__(self, name, value):
+        self[name] = value
+
 
 def parse_options(fname, args, kwargs, defaults, flags=(), gpu=False):
     """Merge MATLAB-style ``args`` and ``kwargs`` into an :class:`Options`.
