@@ -64,6 +64,58 @@ def common_dtype(fname, **tensors):
     return kinds.pop() if kinds else np.dtype(np.float32)
 
 
+def block_tensors(fname, /, *, required=("x",), others=(), **tensors):
+    """A block's prologue: array module, common dtype and checked tensors.
+
+    Parameters
+    ----------
+    fname : str
+        The block's name, which starts every error message.
+    required : tuple of str, optional
+        Names (keys of ``tensors``) that must not be empty.  Default ``("x",)``.
+    others : tuple, optional
+        Further arguments (labels, weights, loss derivatives) that take part
+        in choosing the array module but are checked by the block itself.
+    **tensors
+        The float tensor arguments by name, in the order they are checked
+        (the order of the names in a mixed-dtype message).
+
+    Returns
+    -------
+    xp : module
+        ``numpy`` or ``cupy``, as :func:`get_array_module` of all the
+        arguments (``tensors`` and ``others``).
+    dtype : numpy.dtype
+        :func:`common_dtype` of the checked tensors.
+    checked : tuple
+        The tensors in the order given, each checked by :func:`as_tensor`:
+        ``None`` for ``None`` or an empty array (MATLAB's ``[]``; a
+        ``dzdy`` of ``[]`` selects the forward mode).
+
+    Raises
+    ------
+    ValueError
+        On NumPy and CuPy arrays mixed, a tensor that is not float32 or
+        float64, a ``required`` one that is empty (``"{fname}: {name} must
+        not be empty"``, raised as soon as that tensor is reached), or
+        float32 and float64 tensors mixed.
+
+    Examples
+    --------
+    >>> xp, dtype, (x, w, b, dzdy) = block_tensors(
+    ...     "vl_nnconv", x=np.ones((2, 2, 1), np.float32), w=None, b=None, dzdy=None)
+    >>> xp.__name__, dtype, w is None
+    ('numpy', dtype('float32'), True)
+    """
+    xp = get_array_module(*tensors.values(), *others)
+    checked = {}
+    for name, value in tensors.items():
+        checked[name] = as_tensor(value, fname, name, xp)
+        if checked[name] is None and name in required:
+            raise ValueError(f"{fname}: {name} must not be empty")
+    return xp, common_dtype(fname, **checked), tuple(checked.values())
+
+
 def shape4(shape):
     """MATLAB's 4-D view of a shape: missing trailing dims are 1, dims past
     the 4th fold into the 4th."""

@@ -1,7 +1,6 @@
 """Activations: the point-wise vl_nnrelu and vl_nnsigmoid, and vl_nnsoftmax over channels."""
 
-from ._backend import (as_tensor, check_derivative, common_dtype, get_array_module, like_shape,
-                       shape4, to4d)
+from ._backend import block_tensors, check_derivative, like_shape, shape4, to4d
 from ._options import as_float, parse_options, split_derivative
 
 
@@ -34,12 +33,7 @@ def vl_nnrelu(x, dzdy=None, *args, **opts):
     dzdy, args = split_derivative(dzdy, args)
     o = parse_options(fname, args, opts, {"Leak": 0})
     leak = as_float(o.Leak, fname, "Leak")
-    xp = get_array_module(x, dzdy)
-    x = as_tensor(x, fname, "x", xp)
-    if x is None:
-        raise ValueError(f"{fname}: x must not be empty")
-    dzdy = as_tensor(dzdy, fname, "dzdy", xp) if dzdy is not None else None
-    common_dtype(fname, x=x, dzdy=dzdy)
+    xp, _, (x, dzdy) = block_tensors(fname, x=x, dzdy=dzdy)
     if dzdy is None:
         if leak == 0:
             return xp.fmax(x, x.dtype.type(0))  # MATLAB max(x, 0) maps NaN to 0
@@ -97,12 +91,7 @@ def vl_nnsigmoid(x, dzdy=None, *args, **opts):
     fname = "vl_nnsigmoid"
     dzdy, args = split_derivative(dzdy, args)
     parse_options(fname, args, opts, {})
-    xp = get_array_module(x, dzdy)
-    x = as_tensor(x, fname, "x", xp)
-    if x is None:
-        raise ValueError(f"{fname}: x must not be empty")
-    dzdy = as_tensor(dzdy, fname, "dzdy", xp) if dzdy is not None else None
-    common_dtype(fname, x=x, dzdy=dzdy)
+    xp, _, (x, dzdy) = block_tensors(fname, x=x, dzdy=dzdy)
     if dzdy is None:
         return _sigmoid(x, xp)
     check_derivative(fname, dzdy, x.shape, "x")
@@ -156,12 +145,7 @@ def vl_nnsoftmax(x, dzdy=None, *args, **opts):
     fname = "vl_nnsoftmax"
     dzdy, args = split_derivative(dzdy, args)
     parse_options(fname, args, opts, {})
-    xp = get_array_module(x, dzdy)
-    x = as_tensor(x, fname, "x", xp)
-    if x is None:
-        raise ValueError(f"{fname}: x must not be empty")
-    dzdy = as_tensor(dzdy, fname, "dzdy", xp) if dzdy is not None else None
-    common_dtype(fname, x=x, dzdy=dzdy)
+    xp, _, (x, dzdy) = block_tensors(fname, x=x, dzdy=dzdy)
     if dzdy is not None:
         check_derivative(fname, dzdy, x.shape, "x")
     x4 = to4d(x)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._backend import (as_tensor, check_derivative, common_dtype, from_nhwc,
-                       get_array_module, like_shape, shape4, to4d, to_nhwc)
+from ._backend import (block_tensors, check_derivative, from_nhwc, like_shape, shape4, to4d,
+                       to_nhwc)
 from ._im2col import (add_unpadded, col2im, fill_padded, get_workspace_limit,
                       im2col, workspace)
 from ._options import as_int, as_pair, as_quad, parse_options, split_derivative
@@ -506,14 +506,7 @@ def vl_nnconv(x, w, b, dzdy=None, *args, **opts):
     stride = as_pair(o.Stride, fname, "Stride", 1)
     pad = as_quad(o.Pad, fname, "Pad", 0)
     dilate = as_pair(o.Dilate, fname, "Dilate", 1)
-    xp = get_array_module(x, w, b, dzdy)
-    x = as_tensor(x, fname, "x", xp)
-    if x is None:
-        raise ValueError(f"{fname}: x must not be empty")
-    w = as_tensor(w, fname, "w", xp)
-    b = as_tensor(b, fname, "b", xp)
-    dzdy = as_tensor(dzdy, fname, "dzdy", xp) if dzdy is not None else None
-    dtype = common_dtype(fname, x=x, w=w, b=b, dzdy=dzdy)
+    xp, dtype, (x, w, b, dzdy) = block_tensors(fname, x=x, w=w, b=b, dzdy=dzdy)
     x4 = to4d(x)
     h, wd, c, n = x4.shape
 
@@ -626,16 +619,8 @@ def vl_nnconvt(x, w, b, dzdy=None, *args, **opts):
     upsample = as_pair(o.Upsample, fname, "Upsample", 1)
     crop = as_quad(o.Crop, fname, "Crop", 0)
     groups = as_int(o.NumGroups, fname, "NumGroups", 1)
-    xp = get_array_module(x, w, b, dzdy)
-    x = as_tensor(x, fname, "x", xp)
-    if x is None:
-        raise ValueError(f"{fname}: x must not be empty")
-    w = as_tensor(w, fname, "w", xp)
-    if w is None:
-        raise ValueError(f"{fname}: w must not be empty")
-    b = as_tensor(b, fname, "b", xp)
-    dzdy = as_tensor(dzdy, fname, "dzdy", xp) if dzdy is not None else None
-    dtype = common_dtype(fname, x=x, w=w, b=b, dzdy=dzdy)
+    xp, dtype, (x, w, b, dzdy) = block_tensors(fname, required=("x", "w"),
+                                               x=x, w=w, b=b, dzdy=dzdy)
     x4 = to4d(x)
     h, wd, d, n = x4.shape
     fh, fw, k, fd = shape4(w.shape)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._backend import as_tensor, common_dtype, get_array_module
+from ._backend import as_tensor, block_tensors, common_dtype
 from ._options import as_float, parse_options, split_derivative
 
 
@@ -131,14 +131,9 @@ def vl_nnpdist(x, x0, p, dzdy=None, *args, **opts):
     epsilon = as_float(o.epsilon, fname, "epsilon")
     if epsilon < 0:
         raise ValueError(f"{fname}: epsilon must be >= 0, got {epsilon!r}")
-    xp = get_array_module(x, x0, dzdy, o.instanceWeights)
-    x = as_tensor(x, fname, "x", xp)
-    x0 = as_tensor(x0, fname, "x0", xp)
-    if x is None:
-        raise ValueError(f"{fname}: x must not be empty")
-    if x0 is None:
-        raise ValueError(f"{fname}: x0 must not be empty")
-    dtype = common_dtype(fname, x=x, x0=x0)
+    # dzdy may be a scalar of any real type: it is checked with the output
+    xp, dtype, (x, x0) = block_tensors(fname, required=("x", "x0"),
+                                       others=(dzdy, o.instanceWeights), x=x, x0=x0)
     t = dtype.type
 
     ndim = max(4, x.ndim, x0.ndim)

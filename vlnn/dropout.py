@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._backend import as_tensor, common_dtype, get_array_module, like_shape, shape4
+from ._backend import block_tensors, like_shape, shape4
 from ._options import as_float, as_int, parse_options, split_derivative
 
 # The generator used when no ``rng`` option is given (NumPy data).  Pass
@@ -117,12 +117,9 @@ def vl_nndropout(x, dzdy=None, *args, **opts):
     rate = as_float(o.rate, fname, "rate")
     if not 0 <= rate < 1:
         raise ValueError(f"{fname}: rate must be in [0, 1), got {rate!r}")
-    xp = get_array_module(x, dzdy, o.mask)
+    # x may be empty in backward mode (the mask gives the shape)
+    xp, dtype, (x, dzdy, mask) = block_tensors(fname, required=(), x=x, dzdy=dzdy, mask=o.mask)
     _check_rng(o.rng, xp, fname)
-    x = as_tensor(x, fname, "x", xp)
-    dzdy = as_tensor(dzdy, fname, "dzdy", xp)
-    mask = as_tensor(o.mask, fname, "mask", xp)
-    dtype = common_dtype(fname, x=x, dzdy=dzdy, mask=mask)
 
     if dzdy is not None:
         if mask is None:

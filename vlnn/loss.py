@@ -3,7 +3,7 @@ they share (label forms, 1-based class indices, ``dzdy`` and weights)."""
 
 import numpy as np
 
-from ._backend import as_tensor, common_dtype, get_array_module, like_shape, to4d
+from ._backend import block_tensors, like_shape, to4d
 from ._options import as_float, as_int, parse_options, split_derivative
 from .activations import _sigmoid
 
@@ -181,11 +181,8 @@ def vl_nnsoftmaxloss(x, c, dzdy=None, *args, **opts):
     if dzdy is not None and np.size(dzdy) == 0:
         dzdy = None        # MATLAB's []: the forward form (API.md)
     o = parse_options(fname, args, opts, {"normalise": True})
-    xp = get_array_module(x, c, dzdy)
-    x = as_tensor(x, fname, "x", xp)
-    if x is None:
-        raise ValueError(f"{fname}: x must not be empty")
-    common_dtype(fname, x=x)
+    # labels and dzdy may be of any real type: checked below
+    xp, _, (x,) = block_tensors(fname, others=(c, dzdy), x=x)
     x4 = to4d(x)
     h, w, d, n = x4.shape
     c4 = per_location_labels(c, x4, fname, xp)
@@ -490,11 +487,8 @@ def vl_nnloss(x, c, dzdy=None, *args, **opts):
         bool(as_float(o.normalise, fname, "normalise"))
     if dzdy is not None and np.size(dzdy) == 0:
         dzdy = None        # MATLAB's []: the forward form
-    xp = get_array_module(x, c, dzdy, o.instanceWeights)
-    x = as_tensor(x, fname, "x", xp)
-    if x is None:
-        raise ValueError(f"{fname}: x must not be empty")
-    dtype = common_dtype(fname, x=x)
+    # labels, dzdy and instanceWeights may be of any real type: checked below
+    xp, dtype, (x,) = block_tensors(fname, others=(c, dzdy, o.instanceWeights), x=x)
     x4 = to4d(x)
     h, w, d, n = x4.shape
     categorical = loss in CATEGORICAL_LOSSES

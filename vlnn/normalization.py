@@ -12,8 +12,7 @@ scratch arrays, and return arrays laid out like their input.
 
 import numpy as np
 
-from ._backend import (as_tensor, check_derivative, common_dtype, get_array_module,
-                       like_shape, to4d)
+from ._backend import block_tensors, check_derivative, like_shape, to4d
 from ._im2col import workspace
 from ._options import (as_float, int_vector, numbers_of, parse_options,
                        split_derivative)
@@ -107,22 +106,10 @@ def _scratch(slot, like, xp, shape=None):
     return workspace(slot, shape, like.dtype, xp)
 
 
-def _data(x, fname, xp):
-    x = as_tensor(x, fname, "x", xp)
-    if x is None:
-        raise ValueError(f"{fname}: x must not be empty")
-    return x
-
-
 def _require_param(param, fname):
     if isinstance(param, str) or param is None:
         raise TypeError(
             f"{fname}: expected at least 2 arguments (x, param); got {param!r} as param")
-
-
-def _derivative(dzdy, fname, xp):
-    """``None`` or an empty array (MATLAB's ``[]``) selects forward mode."""
-    return as_tensor(dzdy, fname, "dzdy", xp) if dzdy is not None else None
 
 
 def _channel_window_sum(a, before, after, xp, out):
@@ -224,10 +211,7 @@ def vl_nnnormalize(x, param, dzdy=None, *args, **opts):
             f"{fname}: the window size N = param[0] must be an integer >= 1, got {size:g}")
     size = int(size)
     kappa, alpha, beta = (float(v) for v in values[1:])
-    xp = get_array_module(x, dzdy)
-    x = _data(x, fname, xp)
-    dzdy = _derivative(dzdy, fname, xp)
-    common_dtype(fname, x=x, dzdy=dzdy)
+    xp, _, (x, dzdy) = block_tensors(fname, x=x, dzdy=dzdy)
     x4 = to4d(x)
     before = (size - 1) // 2
     after = size - 1 - before
@@ -360,11 +344,7 @@ def vl_nnnormalizelp(x, dzdy=None, *args, return_norms=False, **opts):
         dims = int_vector(o.Dimensions, fname, "Dimensions", tuple(range(0, 65)), 1)
     reduce_axes = tuple(sorted({d - 1 for d in dims if d <= 4}))
 
-    xp = get_array_module(x, dzdy, o.Norms)
-    x = _data(x, fname, xp)
-    dzdy = _derivative(dzdy, fname, xp)
-    given = as_tensor(o.Norms, fname, "Norms", xp)
-    common_dtype(fname, x=x, dzdy=dzdy, Norms=given)
+    xp, _, (x, dzdy, given) = block_tensors(fname, x=x, dzdy=dzdy, Norms=o.Norms)
     x4 = to4d(x)
     norms_shape = tuple(1 if axis in reduce_axes else s for axis, s in enumerate(x4.shape))
     if dzdy is not None:
@@ -457,10 +437,7 @@ def vl_nnspnorm(x, param, dzdy=None, *args, **opts):
     values = numbers_of(param, fname, "param [PH, PW, ALPHA, BETA]", (4,))
     window = int_vector(values[:2], fname, "the window size param[0:2] = [PH, PW]", (2,), 1)
     alpha, beta = float(values[2]), float(values[3])
-    xp = get_array_module(x, dzdy)
-    x = _data(x, fname, xp)
-    dzdy = _derivative(dzdy, fname, xp)
-    common_dtype(fname, x=x, dzdy=dzdy)
+    xp, _, (x, dzdy) = block_tensors(fname, x=x, dzdy=dzdy)
     x4 = to4d(x)
     ph, pw = window
     pad_top, pad_left = (ph - 1) // 2, (pw - 1) // 2
@@ -533,10 +510,7 @@ def vl_nnnoffset(x, param, dzdy=None, *args, **opts):
     dzdy, args = split_derivative(dzdy, args)
     parse_options(fname, args, opts, {})
     weight, exponent = (float(v) for v in numbers_of(param, fname, "param [A, B]", (2,)))
-    xp = get_array_module(x, dzdy)
-    x = _data(x, fname, xp)
-    dzdy = _derivative(dzdy, fname, xp)
-    common_dtype(fname, x=x, dzdy=dzdy)
+    xp, _, (x, dzdy) = block_tensors(fname, x=x, dzdy=dzdy)
     x4 = to4d(x)
     if dzdy is not None:
         check_derivative(fname, dzdy, x4.shape, "x")
@@ -640,13 +614,8 @@ def vl_nnbnorm(x, g, b, dzdy=None, *args, return_moments=False, **opts):
     dzdy, args = split_derivative(dzdy, args)
     o = parse_options(fname, args, opts, {"Epsilon": 1e-4, "Moments": None}, gpu=True)
     epsilon = as_float(o.Epsilon, fname, "Epsilon")
-    xp = get_array_module(x, g, b, dzdy, o.Moments)
-    x = _data(x, fname, xp)
-    g = as_tensor(g, fname, "g", xp)
-    b = as_tensor(b, fname, "b", xp)
-    dzdy = _derivative(dzdy, fname, xp)
-    given = as_tensor(o.Moments, fname, "Moments", xp)
-    common_dtype(fname, x=x, g=g, b=b, dzdy=dzdy, Moments=given)
+    xp, _, (x, g, b, dzdy, given) = block_tensors(fname, x=x, g=g, b=b, dzdy=dzdy,
+                                                  Moments=o.Moments)
     x4 = to4d(x)
     h, w, c, n = x4.shape
     count = h * w * n

@@ -1,7 +1,6 @@
 """Max and average pooling with MatConvNet's padding rules."""
 
-from ._backend import (as_tensor, check_derivative, common_dtype, from_nhwc,
-                       get_array_module, like_shape, to4d, to_nhwc)
+from ._backend import block_tensors, check_derivative, from_nhwc, like_shape, to4d, to_nhwc
 from ._im2col import fill_padded, workspace
 from ._options import as_pair, as_quad, int_vector, parse_options, split_derivative
 from ._shapes import conv_output_size
@@ -70,12 +69,7 @@ def vl_nnpool(x, pool, dzdy=None, *args, **opts):
         raise ValueError(
             f"{fname}: every Pad must be smaller than the pool size in its direction; "
             f"got Pad {list(pad)} for pool {ph} x {pw}")
-    xp = get_array_module(x, dzdy)
-    x = as_tensor(x, fname, "x", xp)
-    if x is None:
-        raise ValueError(f"{fname}: x must not be empty")
-    dzdy = as_tensor(dzdy, fname, "dzdy", xp) if dzdy is not None else None
-    dtype = common_dtype(fname, x=x, dzdy=dzdy)
+    xp, dtype, (x, dzdy) = block_tensors(fname, x=x, dzdy=dzdy)
     x4 = to4d(x)
     h, w, c, n = x4.shape
     ho, wo, _, _ = conv_output_size(fname, h, w, ph, pw, stride, pad, filter_name="pool")

@@ -13,8 +13,7 @@ atomic scatter-add.
 
 import numpy as np
 
-from ._backend import (as_tensor, check_derivative, common_dtype, from_nhwc,
-                       get_array_module, like_shape, to4d, to_nhwc)
+from ._backend import block_tensors, check_derivative, from_nhwc, like_shape, to4d, to_nhwc
 from ._options import as_pair, numbers_of, parse_options, split_derivative
 
 # Upper bound (elements) on one gathered block of ROI tiles, raised to the
@@ -141,15 +140,8 @@ def vl_nnbilinearsampler(x, grid, dzdy=None, *args, **opts):
     fname = "vl_nnbilinearsampler"
     dzdy, args = split_derivative(dzdy, args)
     parse_options(fname, args, opts, {}, gpu=True)
-    xp = get_array_module(x, grid, dzdy)
-    x = as_tensor(x, fname, "x", xp)
-    if x is None:
-        raise ValueError(f"{fname}: x must not be empty")
-    grid = as_tensor(grid, fname, "grid", xp)
-    if grid is None:
-        raise ValueError(f"{fname}: grid must not be empty")
-    dzdy = as_tensor(dzdy, fname, "dzdy", xp) if dzdy is not None else None
-    dtype = common_dtype(fname, x=x, grid=grid, dzdy=dzdy)
+    xp, dtype, (x, grid, dzdy) = block_tensors(fname, required=("x", "grid"),
+                                               x=x, grid=grid, dzdy=dzdy)
     x4, grid4 = to4d(x), to4d(grid)
     h, w, c, n = x4.shape
     if grid4.shape[0] != 2:
@@ -419,23 +411,18 @@ def vl_nnroipool(x, rois, dzdy=None, *args, **opts):
         raise ValueError(f"{fname}: Method must be 'max' or 'avg', got {o.Method!r}")
     sub_h, sub_w = as_pair(o.Subdivisions, fname, "Subdivisions", 1)
     transform = _transform_matrix(o.Transform, fname)
-    xp = get_array_module(x, rois, dzdy)
-    x = as_tensor(x, fname, "x", xp)
-    if x is None:
-        raise ValueError(f"{fname}: x must not be empty")
-    rois_shape = tuple(getattr(rois, "shape", np.shape(rois)))
-    rois = as_tensor(rois, fname, "rois", xp)
-    if rois is None or rois.size % 5:
+    xp, dtype, (x, rois_checked, dzdy) = block_tensors(fname, x=x, rois=rois, dzdy=dzdy)
+    if rois_checked is None or rois_checked.size % 5:
+        shape = getattr(rois, "shape", None)
         raise ValueError(
             f"{fname}: rois must have 5K elements (K >= 1 columns [t u1 v1 u2 v2]); "
-            f"got shape {rois_shape}")
-    dzdy = as_tensor(dzdy, fname, "dzdy", xp) if dzdy is not None else None
-    dtype = common_dtype(fname, x=x, rois=rois, dzdy=dzdy)
+            f"got {'shape ' + str(tuple(shape)) if shape is not None else repr(rois)}")
+    rois = rois_checked
     x4 = to4d(x)
     h, w, c, n = x4.shape
     roi_table = _host(rois).ravel(order="F").reshape(-1, 5)
     if not np.all(np.isfinite(roi_table)):
-        raise ValueError(f"{fname}: rois must be finite (shape {rois_shape})")
+        raise ValueError(f"{fname}: rois must be finite (shape {tuple(rois.shape)})")
     k = roi_table.shape[0]
     if dzdy is not None:
         check_derivative(fname, dzdy, (sub_h, sub_w, c, k))

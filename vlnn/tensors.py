@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._backend import (FLOAT_TYPES, as_tensor, common_dtype, get_array_module, like_shape,
+from ._backend import (FLOAT_TYPES, block_tensors, common_dtype, get_array_module, like_shape,
                        shape4, to4d)
 from ._options import as_float, as_int, as_quad, int_vector, parse_options, split_derivative
 
@@ -114,11 +114,10 @@ def vl_nnconcat(inputs, dim=3, dzdy=None, *args, **opts):
     dim = 3 if dim is None else as_int(dim, fname, "dim", minimum=1)
     axis = dim - 1
     inputs = _as_list(inputs, fname, "inputs")
-    xp = get_array_module(*inputs, dzdy)
-    arrays = [as_tensor(a, fname, f"inputs[{i}]", xp) for i, a in enumerate(inputs)]
-    dzdy = as_tensor(dzdy, fname, "dzdy", xp)
-    names = [f"inputs[{i}]" for i in range(len(arrays))]
-    common_dtype(fname, dzdy=dzdy, **dict(zip(names, arrays)))
+    names = [f"inputs[{i}]" for i in range(len(inputs))]
+    # dzdy first: a mixed-dtype message names it before the inputs
+    xp, _, (dzdy, *arrays) = block_tensors(fname, required=(), dzdy=dzdy,
+                                           **dict(zip(names, inputs)))
 
     if dzdy is None:
         present = [(a, n) for a, n in zip(arrays, names) if a is not None]
@@ -205,10 +204,8 @@ def vl_nncrop(x, crop, dzdy=None, input_size=None):
     """
     fname = "vl_nncrop"
     top, bottom, left, right = as_quad(crop, fname, "crop", minimum=0)
-    xp = get_array_module(x, dzdy)
-    x = as_tensor(x, fname, "x", xp)
-    dzdy = as_tensor(dzdy, fname, "dzdy", xp)
-    common_dtype(fname, x=x, dzdy=dzdy)
+    # x may be empty in backward mode, given input_size
+    xp, _, (x, dzdy) = block_tensors(fname, required=(), x=x, dzdy=dzdy)
     size = None
     if input_size is not None and getattr(input_size, "size", 1) != 0:
         size = int_vector(input_size, fname, "input_size", (2, 3, 4), minimum=0)
