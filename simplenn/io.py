@@ -65,14 +65,14 @@ class MatlabFunctionHandle:
 
     The network keeps its place (so that a custom layer can still be
     displayed), but MATLAB code cannot run in Python: calling it raises
-    ``NotImplementedError``.  Replace it with a Python callable.
+    ``TypeError``.  Replace it with a Python callable.
     """
 
     def __init__(self, description):
         self.description = description
 
     def __call__(self, *args, **kwargs):
-        raise NotImplementedError(
+        raise TypeError(
             f"MATLAB function handle {self.description} was read from a .mat file and cannot "
             "run in Python; replace it with a Python callable")
 
@@ -532,7 +532,7 @@ def load_net(path):
     ``aggregate``                       ``epsilon``, ``p``, ``numGroups``
                                         are Python numbers
     function handle                     a callable that raises
-                                        ``NotImplementedError``
+                                        ``TypeError``
     ==================================  ======================================
 
     Parameters
