@@ -119,6 +119,22 @@ def vl_nnpool(x, pool, dzdy=None, *args, **opts):
         r, q = u // sy, v // sx
         return phases[(u % sy, v % sx)][:, r:r + ho, q:q + wo]
 
+    # Windows that do not overlap (stride >= pool size) each own their input
+    # pixels: their gradient is written straight into dx, with no per-phase
+    # accumulators to sum and interleave.
+    disjoint = sy >= ph and sx >= pw
+
+    def gradient_sink():
+        if disjoint:
+            return xp.zeros(xpad.shape, dtype)
+        return {key: xp.zeros(part.shape, dtype) for key, part in xph.items()}
+
+    def put(sink, u, v, value):
+        if disjoint:
+            sink[:, u:u + (ho - 1) * sy + 1:sy, v:v + (wo - 1) * sx + 1:sx] = value
+        else:
+            tap(sink, u, v)[...] += value
+
     def merge(phases, shape):
         if sy == 1 and sx == 1:
             return phases[(0, 0)]
@@ -156,10 +172,10 @@ def vl_nnpool(x, pool, dzdy=None, *args, **opts):
             y /= counts
             return restored(y)
         share = dyn / counts
-        dxph = {key: xp.zeros(part.shape, dtype) for key, part in xph.items()}
+        sink = gradient_sink()
         for v in range(pw):
             for u in range(ph):
-                tap(dxph, u, v)[...] += share
+                put(sink, u, v, share)
     else:
         # fmax skips NaN (MatConvNet's comparison-based loop does too); the
         # accumulator starts at -inf, so padding never wins
@@ -178,15 +194,15 @@ def vl_nnpool(x, pool, dzdy=None, *args, **opts):
         hit = workspace("pool_hit", (outer, ho, wo, inner), bool, xp)
         first = workspace("pool_first", (outer, ho, wo, inner), bool, xp)
         zero = dtype.type(0)
-        dxph = {key: xp.zeros(part.shape, dtype) for key, part in xph.items()}
+        sink = gradient_sink()
         for v in range(pw):
             for u in range(ph):
                 xp.equal(tap(xph, u, v), best, out=hit)
                 xp.greater(hit, found, out=first)
                 xp.logical_or(found, hit, out=found)
-                tap(dxph, u, v)[...] += xp.where(first, dyn, zero)
+                put(sink, u, v, xp.where(first, dyn, zero))
 
-    dxpad = merge(dxph, xpad.shape)
+    dxpad = sink if disjoint else merge(sink, xpad.shape)
     if padded:
         dxn = xp.zeros((outer, h, w, inner), dtype)
         r_hi, c_hi = min(h, hin - pad[0]), min(w, win - pad[2])
