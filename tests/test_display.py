@@ -76,10 +76,13 @@ LENET_NUM = [100] * 8 + [1]
 LENET_DATA_BYTES = [313600, 4608000, 1152000, 1280000, 320000, 200000, 200000, 4000, 4]
 
 
+@pytest.fixture(scope="module")
+def info():
+    """vl_simplenn_display's figures for MatConvNet's LeNet (computed once)."""
+    return quiet(lenet(), batchSize=100)
+
+
 class TestLeNet:
-    @pytest.fixture(scope="class")
-    def info(self):
-        return quiet(lenet(), batchSize=100)
 
     def test_info_is_a_struct_of_float_arrays(self, info):
         assert isinstance(info, Struct)
