@@ -373,7 +373,8 @@ def _run_chunks(run, chunks, xp, parallel, dw_shape, dtype):
 class _blas_threads:
     """Temporarily set the thread count of numpy's bundled OpenBLAS (found
     through ctypes; a no-op where it cannot be found).  Nested and concurrent
-    uses share one saved value."""
+    uses share one saved value.  The setting is process-wide: a matmul that
+    another user thread runs meanwhile also gets one BLAS thread."""
     _lib = None
     _lock = threading.Lock()
     _depth = 0
