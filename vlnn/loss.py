@@ -80,6 +80,14 @@ def class_indices(labels, num_classes, fname, xp, ignore_negative=True):
     return index, keep
 
 
+def _broadcasts_to(shape, target):
+    """Whether an array of ``shape`` broadcasts to exactly ``target``."""
+    try:
+        return np.broadcast_shapes(tuple(shape), tuple(target)) == tuple(target)
+    except ValueError:
+        return False
+
+
 def loss_dzdy(dzdy, fname, xp, dtype, target):
     """A loss block's ``dzdy``: a real scalar (Python, float64 or any real
     type: MATLAB's single arithmetic keeps the data's class) or an array
@@ -92,11 +100,7 @@ def loss_dzdy(dzdy, fname, xp, dtype, target):
     if dzdy.ndim == 0:
         return dzdy
     dz4 = to4d(dzdy)
-    try:
-        fits = np.broadcast_shapes(dz4.shape, tuple(target)) == tuple(target)
-    except ValueError:
-        fits = False
-    if not fits:
+    if not _broadcasts_to(dz4.shape, target):
         raise ValueError(
             f"{fname}: dzdy of shape {tuple(dzdy.shape)} does not broadcast to "
             f"{' x '.join(str(s) for s in target)}")
@@ -221,11 +225,7 @@ def _instance_weights(value, target, fname, xp, dtype):
     if weights.size == 0:
         return None
     w4 = to4d(weights)
-    try:
-        fits = np.broadcast_shapes(w4.shape, tuple(target)) == tuple(target)
-    except ValueError:
-        fits = False
-    if not fits:
+    if not _broadcasts_to(w4.shape, target):
         raise ValueError(
             f"{fname}: instanceWeights of shape {tuple(weights.shape)} does not broadcast to "
             f"the labels' shape {' x '.join(str(s) for s in target)}")
