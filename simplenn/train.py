@@ -28,7 +28,8 @@ import numpy as np
 from vlnn._backend import get_array_module, shape4
 from vlnn._options import as_float, as_int, numbers_of, parse_options
 
-from . import io as _matio
+from . import matfile
+from .io import layer_to_mat, network_from_variables
 from .display import vl_simplenn_display
 from .move import vl_simplenn_move
 from .simplenn import vl_simplenn
@@ -952,33 +953,18 @@ def _last_checkpoint(exp_dir):
 
 def _save_checkpoint(path, net, state, stats):
     """Write ``net``, ``state`` and ``stats`` to ``path`` atomically."""
-    import scipy.io
-
     variables = {
-        "net": _matio._struct({
-            "layers": _matio._cell([_matio._layer_to_mat(layer, i)
+        "net": matfile.struct_value({
+            "layers": matfile.cell([layer_to_mat(layer, i)
                                     for i, layer in enumerate(net.layers)]),
-            "meta": _matio._to_mat(net.get("meta") or Struct(), "meta"),
+            "meta": matfile.to_mat(net.get("meta") or Struct(), "meta"),
         }, "net"),
-        "state": _matio._to_mat(state, "state"),
+        "state": matfile.to_mat(state, "state"),
         # written last: a file cut short anywhere lacks a readable 'stats'
-        "stats": _matio._struct({name: _struct_array(stats[name], f"stats.{name}")
+        "stats": matfile.struct_value({name: _struct_array(stats[name], f"stats.{name}")
                                  for name in ("train", "val")}, "stats"),
     }
-    folder = os.path.dirname(path) or "."
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                         dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            scipy.io.savemat(stream, variables, do_compression=True, long_field_names=True,
-                             oned_as="row", format="5")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
+    matfile.write_mat(path, variables, FNAME)
 
 
 def _check_storable(net):
@@ -987,8 +973,8 @@ def _check_storable(net):
     name MATLAB rejects, an object without a MATLAB counterpart)."""
     try:
         for i, layer in enumerate(net.layers):
-            _matio._layer_to_mat(layer, i)
-        _matio._to_mat(net.get("meta") or Struct(), "meta")
+            layer_to_mat(layer, i)
+        matfile.to_mat(net.get("meta") or Struct(), "meta")
     except ValueError as exc:
         raise ValueError(f"{FNAME}: the network cannot be saved in the checkpoints "
                          f"net-epoch-N.mat: {exc}") from exc
@@ -1005,7 +991,7 @@ def _struct_array(records, where):
     out = np.empty((1, len(records)), dtype=[(name, object) for name in names])
     for e, record in enumerate(records):
         for name in names:
-            out[name][0, e] = _matio._to_mat(record.get(name, math.nan), f"{where}.{name}")
+            out[name][0, e] = matfile.to_mat(record.get(name, math.nan), f"{where}.{name}")
     return out
 
 
@@ -1028,19 +1014,19 @@ def _resume(exp_dir, last):
 
 
 def _load_checkpoint(path):
-    variables = _matio._read_mat(path)
+    variables = matfile.read_mat(path)
     missing = [name for name in ("net", "state", "stats") if name not in variables]
     if missing:
         raise ValueError(f"{path} was only partially saved: no {', '.join(missing)}")
-    net = vl_simplenn_tidy(_matio._network({"net": variables["net"]}, path))
+    net = vl_simplenn_tidy(network_from_variables({"net": variables["net"]}, path))
     for layer in net.layers:
         layer["weights"] = [_c_order(w) for w in layer.get("weights") or []]
-    state = _matio._python(variables["state"], "state")
+    state = matfile.to_python(variables["state"], "state")
     state = Struct(state) if isinstance(state, Mapping) else Struct()
     state.solverState = _solver_states(state.get("solverState"), net.layers, path)
     if not isinstance(state.get("stats"), Mapping):
         state.stats = Struct()
-    raw = _matio._python(variables["stats"], "stats")
+    raw = matfile.to_python(variables["stats"], "stats")
     if not isinstance(raw, Mapping):
         raise ValueError(f"{path}: 'stats' is not a struct")
     stats = Struct(train=_epoch_records(raw.get("train")), val=_epoch_records(raw.get("val")))

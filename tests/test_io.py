@@ -558,7 +558,7 @@ def test_cli_module_entry_point():
 def test_matlab_function_handle_cannot_be_called():
     # a function handle read from a .mat file keeps its place in the net, but
     # MATLAB code cannot run in Python: calling it is a clear TypeError
-    from simplenn.io import MatlabFunctionHandle
+    from simplenn.matfile import MatlabFunctionHandle
     handle = MatlabFunctionHandle("@myForward")
     assert "myForward" in repr(handle)
     with pytest.raises(TypeError, match=r"MATLAB function handle @myForward .*cannot run "
