@@ -8,7 +8,17 @@ import sys
 import numpy as np
 import pytest
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples")
+
+
+def child_environment():
+    """The environment of an example run as a subprocess: the repository
+    root first on its path, so that a plain checkout (nothing installed)
+    runs the examples against this tree's packages."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
 
 
 def load_example(name):
@@ -20,7 +30,8 @@ def load_example(name):
 
 def test_conv_relu_conv_passes():
     done = subprocess.run([sys.executable, os.path.join(EXAMPLES, "conv_relu_conv.py")],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=child_environment(),
+                          cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "PASS" in done.stdout.splitlines()[-1]
 
