@@ -10,6 +10,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from vlnn._backend import to_host
+
 FNAME = "vl_simplenn_diagnose"
 
 # Layers whose parameters (and parameter derivatives) are plotted.
@@ -47,9 +49,7 @@ def _parameter(layer, index):
 
 def _host(a):
     """A numpy array (CuPy arrays are gathered)."""
-    if type(a).__module__.split(".")[0] == "cupy":
-        a = a.get()
-    return np.asarray(a)
+    return np.asarray(to_host(a))
 
 
 def _numel(a):

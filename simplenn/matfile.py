@@ -21,6 +21,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from vlnn._backend import to_host
+
 from .struct import Struct
 
 __all__ = ["MatStruct", "MatCell", "MatOpaque", "MatFileError", "MatlabFunctionHandle",
@@ -409,9 +411,7 @@ _FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}\Z")
 
 def host(value):
     """A CuPy array's host copy; anything else unchanged."""
-    if type(value).__module__.split(".")[0] == "cupy" and hasattr(value, "get"):
-        return value.get()
-    return value
+    return to_host(value)
 
 
 def cell(items, shape=None):

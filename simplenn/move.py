@@ -3,12 +3,11 @@
 only when a network is moved to the GPU."""
 
 import copy
-import importlib
 from collections.abc import Mapping
 
 import numpy as np
 
-from vlnn._backend import get_array_module
+from vlnn._backend import get_array_module, gpu_module
 
 FNAME = "vl_simplenn_move"
 
@@ -26,13 +25,7 @@ def _to_cpu(value):
 
 
 def _gpu_mover():
-    try:
-        cupy = importlib.import_module("cupy")
-    except ImportError as err:
-        raise ImportError(
-            f"{FNAME}: moving a network to the GPU needs CuPy, which is not installed "
-            f"(install the CuPy wheel matching your CUDA, e.g. 'pip install cupy-cuda12x')"
-        ) from err
+    cupy = gpu_module(f"{FNAME}: moving a network to the GPU")
 
     def to_gpu(value):
         return None if value is None else cupy.asarray(value)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from vlnn._backend import get_array_module, is_empty
+from vlnn._backend import get_array_module, is_device_array, is_empty
 from vlnn._options import as_float, as_int, parse_options
 
 from .layers import LAYERS, LOSS_TYPES, Mode, as_record, describe, is_precious, new_record
@@ -261,7 +261,7 @@ def vl_simplenn(net, x, dzdy=None, res=None, *args, **opts):
         res = [new_record() for _ in range(n + 1)]
     else:
         _check_res(res, n)
-    gpu = get_array_module(x).__name__ == "cupy"
+    gpu = is_device_array(x)
 
     if not skip_forward:
         res[0].x = x
@@ -288,7 +288,7 @@ def vl_simplenn(net, x, dzdy=None, res=None, *args, **opts):
             res[i].x = None
 
         if gpu and sync:
-            _synchronize()
+            _synchronize(x)
         res[i].time = time.perf_counter() - start
 
     # ----------------------------------------------------------------------
@@ -315,7 +315,7 @@ def vl_simplenn(net, x, dzdy=None, res=None, *args, **opts):
                 res[i + 1].dzdx = None
                 res[i + 1].x = None
             if gpu and sync:
-                _synchronize()
+                _synchronize(x)
             res[i].backwardTime = time.perf_counter() - start
         if 0 < first_bp < n and conserve and not is_precious(layers[first_bp]):
             res[first_bp].dzdx = None
@@ -410,6 +410,5 @@ def _accumulated(old, new):
     return out
 
 
-def _synchronize():
-    import cupy
-    cupy.cuda.Device().synchronize()
+def _synchronize(x):
+    get_array_module(x).cuda.Device().synchronize()

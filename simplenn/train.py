@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from vlnn._backend import get_array_module, shape4
+from vlnn._backend import get_array_module, gpu_module, shape4, to_host
 from vlnn._options import as_float, as_int, numbers_of, parse_options
 
 from . import matfile
@@ -563,9 +563,7 @@ def _subset(value, imdb, set_code, name):
 # error functions (MatConvNet's error_multiclass, error_binary, error_none)
 
 def _host(value):
-    if type(value).__module__.split(".")[0] == "cupy" and hasattr(value, "get"):
-        return value.get()
-    return value
+    return to_host(value)
 
 
 def error_multiclass(params, labels, res):
@@ -874,12 +872,7 @@ class _Device:
         self._context = None
         if self.gpu:
             number = as_int(ids[0], FNAME, "gpus", minimum=1)
-            try:
-                import cupy
-            except ImportError:
-                raise ImportError(f"{FNAME}: gpus={gpus!r} needs CuPy, which is not "
-                                  "installed") from None
-            self.cupy = cupy
+            self.cupy = gpu_module(f"{FNAME}: gpus={gpus!r}")
             self.index = number - 1
 
     def __enter__(self):

@@ -56,7 +56,12 @@ class TestGetArrayModule:
         with pytest.raises(ValueError, match="cannot mix NumPy and CuPy arrays"):
             get_array_module(np.ones(2), _FakeCupyArray())
         with pytest.raises(ValueError, match="cannot mix NumPy and CuPy arrays"):
-            get_array_module(_FakeCupyArray(), None, np.float32(1.0))
+            get_array_module(_FakeCupyArray(), None, np.array(1.0, np.float32))
+
+    def test_numpy_scalars_go_with_either(self):
+        # a loss's dzdy may be np.float64(2.5) (API.md): a scalar, as CuPy treats it
+        assert get_array_module(np.ones(2), np.float32(1.0)) is np
+        assert get_array_module(np.float64(1.0)) is np
 
     def test_block_rejects_mixed_devices(self):
         x = np.ones((3, 3), np.float32)

@@ -5,26 +5,64 @@ calls numpy functions directly on its inputs.  CuPy is optional and never
 imported unless a CuPy array is handed in.
 """
 
+import importlib
+
 import numpy as np
 
 FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+# The array modules of device (GPU) arrays, by the top-level package of the
+# array's type: an array whose type comes from package ``key`` is computed on
+# with the module named ``DEVICE_MODULES[key]``, imported only when such an
+# array is met.  CuPy is the only device module of the library; the tests add
+# a stand-in that wraps NumPy (tests/fakecupy.py) to run the GPU code paths
+# without a GPU.
+DEVICE_MODULES = {"cupy": "cupy"}
 
-def _is_cupy(a):
-    return type(a).__module__.split(".")[0] == "cupy"
+# The module that ``vl_simplenn_move(net, 'gpu')`` and ``cnn_train(gpus=...)``
+# put arrays on (its ``asarray``, ``cuda.Device`` and ``random``).
+GPU_MODULE = "cupy"
+
+
+def _package(a):
+    return type(a).__module__.split(".")[0]
+
+
+def is_device_array(a):
+    """Whether ``a`` is an array of a device module (a CuPy array)."""
+    return _package(a) in DEVICE_MODULES and hasattr(a, "shape")
 
 
 def get_array_module(*arrays):
     """``cupy`` if the (non-None) arguments are CuPy arrays, else ``numpy``.
 
-    Mixing NumPy and CuPy arrays in one call is a ``ValueError``."""
-    kinds = {_is_cupy(a) for a in arrays if a is not None and hasattr(a, "shape")}
+    Mixing NumPy and CuPy arrays in one call is a ``ValueError``.  NumPy
+    scalars (``np.float32(1)``) are scalars, not arrays: they go with either
+    kind, as Python numbers do."""
+    kinds = {_package(a) if is_device_array(a) else None
+             for a in arrays if hasattr(a, "shape") and not isinstance(a, np.generic)}
     if len(kinds) > 1:
         raise ValueError("cannot mix NumPy and CuPy arrays in one call")
-    if kinds == {True}:
-        import cupy
-        return cupy
+    if kinds and None not in kinds:
+        return importlib.import_module(DEVICE_MODULES[kinds.pop()])
     return np
+
+
+def to_host(a):
+    """A device array's host copy as a NumPy array (``a.get()``); anything
+    else is returned unchanged."""
+    return a.get() if is_device_array(a) else a
+
+
+def gpu_module(what):
+    """The GPU array module (CuPy), imported; when it is not installed, an
+    ``ImportError`` saying that ``what`` needs it."""
+    try:
+        return importlib.import_module(GPU_MODULE)
+    except ImportError as err:
+        raise ImportError(
+            f"{what} needs CuPy, which is not installed (install the CuPy wheel "
+            f"matching your CUDA, e.g. 'pip install cupy-cuda12x')") from err
 
 
 def is_empty(a):

@@ -19,6 +19,8 @@ import threading
 
 import numpy as np
 
+from ._backend import get_array_module
+
 _DEFAULT_LIMIT = 256 * 2 ** 20
 _state = {"limit": _DEFAULT_LIMIT}
 _local = threading.local()
@@ -120,11 +122,7 @@ def _tap_slices(geom, u, v, hb):
 
 def as_strided(a, shape, strides):
     """``as_strided`` of the array's own module (numpy or CuPy)."""
-    if type(a).__module__.split(".")[0] == "cupy":
-        from cupy.lib.stride_tricks import as_strided as strided
-    else:
-        from numpy.lib.stride_tricks import as_strided as strided
-    return strided(a, shape=shape, strides=strides)
+    return get_array_module(a).lib.stride_tricks.as_strided(a, shape=shape, strides=strides)
 
 
 def im2col(xpad, cols, geom, planar):

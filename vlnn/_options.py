@@ -11,6 +11,8 @@ is unusable.
 
 import numpy as np
 
+from ._backend import to_host
+
 # Flags and options every MEX block accepts; they only choose GPU algorithms
 # in MatConvNet and carry no numerical meaning, so they are accepted and ignored.
 GPU_FLAGS = ("Cudnn", "NoCudnn", "Verbose")
@@ -103,9 +105,7 @@ def split_derivative(dzdy, args):
 
 
 def _host_array(value):
-    if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
-        value = value.get()
-    return np.asarray(value)
+    return np.asarray(to_host(value))
 
 
 def numbers_of(value, fname, name, counts):
