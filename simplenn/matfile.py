@@ -13,10 +13,12 @@ file.  ``simplenn.io`` (SimpleNN models, ``cnn_train`` checkpoints) and
 from the file.
 """
 
+import math
 import numbers
 import os
 import re
 import warnings
+import zlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -205,9 +207,304 @@ def _describe_function(handle):
     return f"'{text}'" if text else "(unknown function)"
 
 
+# --------------------------------------------------------------------------
+# Untrusted files: the limits every file is checked against before its data
+# are read.  No network comes near them.
+
+MAX_DEPTH = 64
+"""Deepest nesting of values (a cell in a cell, a struct in a struct, ...)
+that a file may hold; MatConvNet's networks and checkpoints nest fewer than
+ten deep."""
+
+_MAX_DIMS = 32          # dimensions of one array (scipy's limit too)
+_FIELDLESS_LIMIT = 1024  # elements of a struct array without fields
+_BLANK_CHAR_LIMIT = 1024  # characters of a char array stored without data
+_MAX_INFLATION = 1032   # deflate's largest ratio of output to input bytes
+_CHUNK = 1 << 20
+
+# MAT v5 data types (MATLAB's "MAT-File Format", table 1-1) and their sizes
+_MI_INT32, _MI_UINT32, _MI_INT8, _MI_UTF8 = 5, 6, 1, 16
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+_MI_SIZES = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 4, 9: 8, 12: 8, 13: 8, 16: 1, 17: 2, 18: 4}
+# array classes
+_MX_CELL, _MX_STRUCT, _MX_OBJECT, _MX_CHAR, _MX_SPARSE = 1, 2, 3, 4, 5
+_MX_NUMERIC = range(6, 16)
+_MX_FUNCTION, _MX_OPAQUE = 16, 17
+_MX_NAMES = {1: "cell", 2: "struct", 3: "object", 4: "char", 5: "sparse", 6: "double",
+             7: "single", 8: "int8", 9: "uint8", 10: "int16", 11: "uint16", 12: "int32",
+             13: "uint32", 14: "int64", 15: "uint64", 16: "function handle", 17: "opaque"}
+
+
+class _Short(Exception):
+    """The data end before what an element declares."""
+
+
+class _Region:
+    """The bytes of a MAT v5 file after its header, or the inflated content
+    of one of its ``miCOMPRESSED`` elements, read in bounded chunks: nothing
+    is allocated for data that are not there."""
+
+    def __init__(self, stream, length, compressed):
+        self.stream, self.left, self.pos = stream, length, 0
+        self.inflater = zlib.decompressobj() if compressed else None
+        self.pending = b""
+
+    def _some(self, n):
+        """Up to ``n`` (> 0) next bytes; ``b""`` at the end."""
+        if self.inflater is None:
+            data = self.stream.read(min(n, self.left, _CHUNK))
+            self.left -= len(data)
+            return data
+        while not self.pending:
+            if self.inflater.eof:
+                return b""
+            feed = self.inflater.unconsumed_tail
+            if not feed:
+                if not self.left:
+                    return b""
+                feed = self.stream.read(min(self.left, _CHUNK))
+                if not feed:
+                    return b""
+                self.left -= len(feed)
+            try:
+                self.pending = self.inflater.decompress(feed, _CHUNK)
+            except zlib.error as exc:
+                raise MatFileError(f"corrupt compressed data ({exc})") from None
+        data, self.pending = self.pending[:n], self.pending[n:]
+        return data
+
+    def read(self, n):
+        parts, need = [], n
+        while need:
+            data = self._some(need)
+            if not data:
+                raise _Short
+            parts.append(data)
+            need -= len(data)
+        self.pos += n
+        return b"".join(parts)
+
+    def skip(self, n):
+        if self.inflater is None:
+            if n > self.left:
+                raise _Short
+            self.stream.seek(n, 1)
+            self.left -= n
+        else:
+            need = n
+            while need:
+                data = self._some(need)
+                if not data:
+                    raise _Short
+                need -= len(data)
+        self.pos += n
+
+
+class _V5Scan:
+    """Walks every element of a MAT v5 file, checking what each declares
+    against the bytes that are there, before scipy allocates anything."""
+
+    def __init__(self, order):
+        self.u4 = np.dtype(order + "u4")
+        self.i4 = np.dtype(order + "i4")
+
+    def tag(self, region, end, where, check=True):
+        """``(type, nbytes, small_data)`` of the element at the current
+        position, which must lie before ``end`` (unless not ``check``);
+        ``small_data`` holds the data of a small element (4 bytes packed in
+        the tag), else None."""
+        if end - region.pos < 8:
+            raise MatFileError(f"{where}: truncated element")
+        first, second = np.frombuffer(region.read(8), self.u4).tolist()
+        if first >> 16:   # small data element: type and size in one word
+            mtype, nbytes = first & 0xFFFF, first >> 16
+            if nbytes > 4:
+                raise MatFileError(f"{where}: malformed small data element")
+            return mtype, nbytes, np.array([second], self.u4).tobytes()[:nbytes]
+        if check and second > end - region.pos:
+            raise MatFileError(
+                f"{where}: an element declares {second} bytes but only {end - region.pos} "
+                "remain there (a truncated or crafted file)")
+        return first, second, None
+
+    def data(self, region, end, where, limit=None):
+        """The next (non-matrix) element's type and bytes."""
+        mtype, nbytes, small = self.tag(region, end, where)
+        if small is not None:
+            return mtype, small
+        if mtype == _MI_MATRIX:
+            raise MatFileError(f"{where}: a nested value where data were expected")
+        if limit is not None and nbytes > limit:
+            raise MatFileError(f"{where}: an element of {nbytes} bytes where at most {limit} "
+                               "are expected")
+        content = region.read(nbytes)
+        region.skip(min(-nbytes % 8, end - region.pos))
+        return mtype, content
+
+    def skip_data(self, region, end, where):
+        """Skip the next (non-matrix) element; its type and byte count."""
+        mtype, nbytes, small = self.tag(region, end, where)
+        if small is None:
+            if mtype == _MI_MATRIX:
+                raise MatFileError(f"{where}: a nested value where data were expected")
+            region.skip(nbytes)
+            region.skip(min(-nbytes % 8, end - region.pos))
+        return mtype, nbytes
+
+    def matrix(self, region, end, where, depth, tag=None):
+        """One ``miMATRIX`` element (the tag included, unless already read
+        as ``tag``), and what it nests.  ``where`` names it in messages
+        (None: the array's own name, for a variable)."""
+        mtype, nbytes, small = tag or self.tag(region, end, where or "top level")
+        if mtype != _MI_MATRIX or small is not None:
+            raise MatFileError(f"{where}: expected a MATLAB array, found an element of type "
+                               f"{mtype}")
+        if depth > MAX_DEPTH:
+            raise MatFileError(
+                f"{where}: values nested more than {MAX_DEPTH} deep (cells in cells or "
+                "structs in structs); no network is nested that deep")
+        stop = region.pos + nbytes
+        if stop > end:   # a variable's tag, not yet checked: name it first
+            left = end - region.pos
+            try:
+                for _ in range(3):   # array flags, dimensions, name
+                    _, name = self.data(region, end, "top level", limit=1 << 16)
+                where = where or name.decode("latin1")
+            except (MatFileError, _Short):
+                pass
+            raise MatFileError(
+                f"{where or 'top level'}: declares {nbytes} bytes but only {left} remain in "
+                "the file (a truncated or crafted file)")
+        if nbytes:   # an empty body is MATLAB's []
+            self.body(region, stop, where, depth)
+        region.skip(stop - region.pos)
+
+    def body(self, region, end, where, depth):
+        here = where or "a variable"
+        mtype, flags = self.data(region, end, here, limit=8)
+        if mtype not in (_MI_UINT32, _MI_INT32) or len(flags) != 8:
+            raise MatFileError(f"{here}: malformed array flags")
+        flags_class = int(np.frombuffer(flags, self.u4)[0])
+        cls = flags_class & 0xFF
+        if cls == _MX_OPAQUE:
+            # its name, type system and class name, then what it wraps
+            while region.pos < end:
+                tag = self.tag(region, end, here)
+                if tag[0] == _MI_MATRIX and tag[2] is None:
+                    self.matrix(region, end, here, depth + 1, tag)
+                elif tag[2] is None:
+                    region.skip(tag[1])
+                    region.skip(min(-tag[1] % 8, end - region.pos))
+            return
+        mtype, raw = self.data(region, end, here, limit=4 * _MAX_DIMS)
+        if mtype not in (_MI_INT32, _MI_UINT32) or len(raw) % 4 or not raw:
+            raise MatFileError(f"{here}: malformed dimensions")
+        dims = np.frombuffer(raw, self.i4).tolist()
+        _, name = self.data(region, end, here, limit=1 << 16)   # the array's name
+        if where is None:
+            where = name.decode("latin1") or "__function_workspace__"
+        if min(dims) < 0:
+            raise MatFileError(f"{where}: negative dimensions {dims}")
+        count = math.prod(dims)
+        shape = " x ".join(map(str, dims))
+        kind = _MX_NAMES.get(cls, f"class {cls}")
+        if cls in _MX_NUMERIC:
+            size = None
+            for part in ("real", "imaginary")[:2 if flags_class & 0x800 else 1]:
+                mtype, nbytes = self.skip_data(region, end, where)
+                size = _MI_SIZES.get(mtype)
+                if size is None or nbytes != count * size:
+                    raise MatFileError(
+                        f"{where}: declares a {shape} {kind} array ({count} elements) but its "
+                        f"{part} part holds {nbytes} bytes of data type {mtype}")
+        elif cls == _MX_CHAR:
+            mtype, nbytes = self.skip_data(region, end, where)
+            if count > nbytes and not (nbytes == 0 and count <= _BLANK_CHAR_LIMIT):
+                raise MatFileError(
+                    f"{where}: declares a {shape} char array but holds {nbytes} bytes of text")
+        elif cls == _MX_SPARSE:
+            if len(dims) != 2:
+                raise MatFileError(f"{where}: a sparse matrix of {len(dims)} dimensions")
+            self.skip_data(region, end, where)                    # row indices
+            _, nbytes = self.skip_data(region, end, where)        # column starts
+            if nbytes // 4 < dims[1] + 1:
+                raise MatFileError(
+                    f"{where}: declares a {shape} sparse matrix but holds {nbytes // 4} of its "
+                    f"{dims[1] + 1} column starts")
+        elif cls in (_MX_CELL, _MX_STRUCT, _MX_OBJECT):
+            fields = 1
+            if cls == _MX_OBJECT:
+                self.data(region, end, where, limit=1 << 16)    # class name
+            if cls != _MX_CELL:
+                mtype, raw = self.data(region, end, where, limit=4)
+                length = int(np.frombuffer(raw, self.i4)[0]) if len(raw) == 4 else 0
+                if mtype not in (_MI_INT32, _MI_UINT32) or length <= 0:
+                    raise MatFileError(f"{where}: malformed field name length")
+                _, names = self.data(region, end, where)
+                fields = len(names) // length
+                if not fields and count > _FIELDLESS_LIMIT:
+                    raise MatFileError(
+                        f"{where}: declares a {shape} struct array without fields; at most "
+                        f"{_FIELDLESS_LIMIT} elements are accepted")
+                names = [names[k * length:(k + 1) * length].split(b"\0", 1)[0].decode(
+                    "latin1") for k in range(fields)]
+            left = end - region.pos
+            if count * fields * 8 > left:
+                what = "cells" if cls == _MX_CELL else f"elements with {fields} fields"
+                raise MatFileError(
+                    f"{where}: declares a {shape} {kind} array ({count} {what}) but holds "
+                    f"only {left} bytes (at least 8 per value)")
+            for k in range(count):
+                if cls == _MX_CELL:
+                    self.matrix(region, end, f"{where}{{{k + 1}}}", depth + 1)
+                    continue
+                item = f"{where}({k + 1})" if count > 1 else where
+                for name in names:
+                    self.matrix(region, end, f"{item}.{name}", depth + 1)
+        elif cls == _MX_FUNCTION:
+            self.matrix(region, end, where, depth + 1)
+        else:
+            raise MatFileError(f"{where}: unknown MATLAB array class {cls}")
+
+
+def _scan_v5(path):
+    """Check a MAT v5/v7 file's declared sizes and nesting before scipy
+    reads it (a ``MatFileError`` naming the variable and field)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as stream:
+        header = stream.read(128)
+        if len(header) < 128 or header[126:128] not in (b"IM", b"MI"):
+            raise MatFileError("not a MAT v5 file (malformed header)")
+        scan = _V5Scan("<" if header[126:128] == b"IM" else ">")
+        top = _Region(stream, size - 128, compressed=False)
+        end = size - 128
+        try:
+            while top.pos < end:
+                mtype, nbytes, small = scan.tag(top, end, "top level", check=False)
+                if mtype == _MI_COMPRESSED and small is None:
+                    if nbytes > end - top.pos:
+                        raise MatFileError(
+                            f"top level: a compressed variable declares {nbytes} bytes but "
+                            f"only {end - top.pos} remain in the file (a truncated file)")
+                    inner = _Region(stream, nbytes, compressed=True)
+                    scan.matrix(inner, 1 << 62, None, 1)
+                    stream.seek(128 + top.pos + nbytes)
+                    top.left -= nbytes
+                    top.pos += nbytes
+                elif mtype == _MI_MATRIX and small is None:
+                    scan.matrix(top, end, None, 1, (mtype, nbytes, small))
+                else:
+                    raise MatFileError(f"unexpected data element of type {mtype} at the top "
+                                       "level")
+        except _Short:
+            raise MatFileError("the data end before what an element declares (a truncated "
+                               "or crafted file)") from None
+
+
 def _read_v5(path):
     import scipy.io
 
+    _scan_v5(path)
     try:
         raw = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True, mat_dtype=True,
                                chars_as_strings=True, appendmat=False)
