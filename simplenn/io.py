@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from .matfile import (MatCell, MatStruct, cell, host, is_empty, is_scalar, number,
-                      read_mat, struct_value, to_mat, to_python, write_mat)
+from .matfile import (MatCell, MatFileError, MatStruct, cell, host, is_empty, is_scalar,
+                      number, read_mat, struct_value, to_mat, to_python, write_mat)
 from .struct import Struct
 from .tidy import vl_simplenn_tidy
 
@@ -47,6 +47,10 @@ def _weight(value, where):
         if value.dtype.kind == "f" and value.dtype not in (np.float32, np.float64):
             return value.astype(np.float32)
         return value
+    if hasattr(value, "tocsc"):   # a scipy sparse matrix, kept sparse by read_mat
+        shape = " x ".join(map(str, value.shape))
+        raise MatFileError(f"{where} is a {shape} sparse matrix; layer weights must be full "
+                           "arrays")
     return to_python(value, where)
 
 
@@ -106,14 +110,18 @@ def network_from_variables(variables, path):
             f"{path}: not a SimpleNN network: no 'layers' variable and no 'net' variable with "
             f"'layers' (variables: {names})")
     layers = fields["layers"]
-    if isinstance(layers, MatCell):
-        layers = [_layer(item, f"layers{{{i + 1}}}") for i, item in enumerate(layers.items)]
-    elif isinstance(layers, MatStruct):
-        # a struct array of layers with identical fields
-        layers = [_layer(MatStruct((1, 1), layers.fields, [rec]), f"layers({i + 1})")
-                  for i, rec in enumerate(layers.records)]
-    else:
-        raise ValueError(f"{path}: 'layers' in {source} is not a cell array of layer structs")
+    try:
+        if isinstance(layers, MatCell):
+            layers = [_layer(item, f"layers{{{i + 1}}}") for i, item in enumerate(layers.items)]
+        elif isinstance(layers, MatStruct):
+            # a struct array of layers with identical fields
+            layers = [_layer(MatStruct((1, 1), layers.fields, [rec]), f"layers({i + 1})")
+                      for i, rec in enumerate(layers.records)]
+        else:
+            raise ValueError(f"{path}: 'layers' in {source} is not a cell array of layer "
+                             "structs")
+    except MatFileError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     net = {"layers": layers}
     for name in ("meta", "classes", "normalization"):
         if name in fields:

@@ -378,13 +378,26 @@ def _record(value, layer, i, which):
     return as_record(value)
 
 
+def _custom_function(layer, i, which):
+    """A custom layer's ``forward`` or ``backward``, which must be callable."""
+    function = field(layer, which, i)
+    if not callable(function):
+        name = layer.get("name")
+        label = f" '{name}'" if isinstance(name, str) and name else ""
+        value = f" {function!r}" if isinstance(function, str) else ""
+        raise TypeError(
+            f"vl_simplenn: layer {i + 1}{label} (net.layers[{i}]) is a custom layer whose "
+            f"'{which}' must be callable, got {type(function).__name__}{value}")
+    return function
+
+
 def custom_forward(layer, res, i, mode):
-    res[i + 1] = _record(field(layer, "forward", i)(layer, res[i], res[i + 1]),
+    res[i + 1] = _record(_custom_function(layer, i, "forward")(layer, res[i], res[i + 1]),
                          layer, i, "forward")
 
 
 def custom_backward(layer, res, i, mode):
-    res[i] = _record(field(layer, "backward", i)(layer, res[i], res[i + 1]),
+    res[i] = _record(_custom_function(layer, i, "backward")(layer, res[i], res[i + 1]),
                      layer, i, "backward")
 
 

@@ -159,7 +159,7 @@ def _from_scipy(value):
     if isinstance(value, MatlabOpaque):
         return MatOpaque("object", "a MATLAB object")
     if scipy.sparse.issparse(value):
-        return value.toarray()
+        return _checked_sparse(scipy.sparse.csc_matrix(value), "a sparse matrix")
     if not isinstance(value, np.ndarray):
         raise MatFileError(f"unexpected value of type {type(value).__name__}")
     if value.dtype.names:  # struct array (also old-style objects)
@@ -184,27 +184,30 @@ def _from_scipy(value):
 
 
 def _describe_function(handle):
-    """The text of a function handle (its ``function`` field, found in the
-    nested structs scipy reads), for messages."""
-    def find(value, depth):
-        if depth > 6 or not isinstance(value, np.ndarray) or value.size == 0:
-            return None
-        if value.dtype.kind in "US":
-            return str(value.ravel()[0])
-        if value.dtype.names:
-            names = ["function"] if "function" in value.dtype.names else value.dtype.names
-            items = [value[name].ravel()[0] for name in names]
-            if names != ["function"]:
-                items = [find(item, depth + 1) for item in items]
-                return next((item for item in items if item), None)
-            return find(items[0], depth + 1) if isinstance(items[0], np.ndarray) else None
-        if value.dtype == object:
-            return next((text for text in (find(item, depth + 1) for item in value.ravel())
-                         if text), None)
-        return None
-
-    text = find(np.asarray(handle), 0)
-    return f"'{text}'" if text else "(unknown function)"
+    """The name of a function handle's function, for messages: the text of
+    the first field called ``function`` in the nested structs scipy reads
+    (MATLAB stores the install path first, in ``matlabroot``: it is never
+    taken for the name)."""
+    level = [np.asarray(handle)]
+    for _ in range(8):   # breadth first, a few levels
+        deeper = []
+        for value in level:
+            if not isinstance(value, np.ndarray) or value.size == 0:
+                continue
+            if value.dtype.names:
+                if "function" in value.dtype.names:
+                    text = value["function"].ravel()[0]
+                    text = np.asarray(text) if text is not None else None
+                    if text is not None and text.dtype.kind in "US" and text.size:
+                        return f"'{text.ravel()[0]}'"
+                deeper.extend(value[name].ravel()[0] for name in value.dtype.names)
+            elif value.dtype == object:
+                deeper.extend(value.ravel())
+        level = [np.asarray(v) if isinstance(v, np.ndarray) or hasattr(v, "dtype") else v
+                 for v in deeper]
+        if not level:
+            break
+    return "(unknown function)"
 
 
 # --------------------------------------------------------------------------
@@ -582,29 +585,54 @@ def _flag(attrs, name):
     return value is not None and bool(np.any(np.asarray(value)))
 
 
-def _from_h5(obj, h5file, h5py):
+def _stored(dataset, where, kind):
+    """``dataset[()]``, once its declared size is known to be backed by the
+    file: at most what its stored bytes hold (inflated at deflate's largest
+    ratio when the dataset is compressed).  A crafted file declaring huge
+    dimensions over no data (HDF5 reads fill values) is refused."""
+    declared = dataset.size * dataset.dtype.itemsize
+    if declared > 4096:   # a few values may sit in the object header
+        stored = dataset.id.get_storage_size()
+        filtered = dataset.id.get_create_plist().get_nfilters() > 0
+        if declared > stored * (_MAX_INFLATION if filtered else 1):
+            shape = " x ".join(map(str, reversed(dataset.shape)))
+            raise MatFileError(f"{where}: declares a {shape} {kind} array ({declared} bytes) "
+                               f"but the file holds {stored} bytes of it")
+    return dataset[()]
+
+
+def _from_h5(obj, h5file, h5py, where, depth=1):
+    if depth > MAX_DEPTH:
+        raise MatFileError(
+            f"{where}: values nested more than {MAX_DEPTH} deep (cells in cells or structs in "
+            "structs); no network is nested that deep")
     cls = _attr_text(obj.attrs.get("MATLAB_class"))
     if isinstance(obj, h5py.Group):
         if _flag(obj.attrs, "MATLAB_empty"):
             return MatStruct((0, 0), _field_names(obj), [])
         if "MATLAB_sparse" in obj.attrs:
-            return _sparse(obj, cls)
+            return _sparse(obj, cls, where)
         names = _field_names(obj)
         members = [obj[name] for name in names]
         if members and all(isinstance(m, h5py.Dataset) and h5py.check_ref_dtype(m.dtype)
                            and "MATLAB_class" not in m.attrs for m in members):
-            refs = [_matlab_layout(m[()]) for m in members]
+            refs = [_matlab_layout(_stored(m, f"{where}.{name}", "struct"))
+                    for name, m in zip(names, members)]
             shape = refs[0].shape
             if any(r.shape != shape for r in refs):
-                raise MatFileError(f"struct array {obj.name} has fields of different sizes")
+                raise MatFileError(f"{where}: a struct array whose fields have different sizes")
             flat = [r.ravel(order="F") for r in refs]
-            records = [{name: _deref(flat[j][i], h5file, h5py) for j, name in enumerate(names)}
-                       for i in range(flat[0].size)]
+            count = flat[0].size
+            records = [{name: _deref(flat[j][i], h5file, h5py,
+                                     f"{where}({i + 1}).{name}" if count > 1
+                                     else f"{where}.{name}", depth)
+                        for j, name in enumerate(names)} for i in range(count)]
             return MatStruct(shape, names, records)
-        return MatStruct((1, 1), names, [{name: _from_h5(m, h5file, h5py)
+        return MatStruct((1, 1), names, [{name: _from_h5(m, h5file, h5py, f"{where}.{name}",
+                                                         depth + 1)
                                           for name, m in zip(names, members)}])
     if not isinstance(obj, h5py.Dataset):
-        raise MatFileError(f"unsupported HDF5 object {obj.name}")
+        raise MatFileError(f"{where}: unsupported HDF5 object {obj.name}")
     if _flag(obj.attrs, "MATLAB_empty"):
         if cls == "char":
             return ""
@@ -616,19 +644,20 @@ def _from_h5(obj, h5file, h5py):
     if cls == "function_handle":
         return MatOpaque("function_handle", "(stored in a v7.3 file)")
     if h5py.check_ref_dtype(obj.dtype):
-        refs = _matlab_layout(obj[()])
-        return MatCell(refs.shape, [_deref(r, h5file, h5py) for r in refs.ravel(order="F")])
+        refs = _matlab_layout(_stored(obj, where, "cell"))
+        return MatCell(refs.shape, [_deref(r, h5file, h5py, f"{where}{{{i + 1}}}", depth)
+                                    for i, r in enumerate(refs.ravel(order="F"))])
     if cls is not None and cls not in _CLASS_DTYPES and cls != "char":
         return MatOpaque("object", f"a MATLAB object of class '{cls}'")
-    data = _matlab_layout(obj[()])
+    data = _matlab_layout(_stored(obj, where, cls or "numeric"))
     if cls == "char":
         return _chars(data)
     if data.dtype.names:
         if not {"real", "imag"} <= set(data.dtype.names):
-            raise MatFileError(f"unsupported compound dataset {obj.name}")
+            raise MatFileError(f"{where}: unsupported compound dataset {obj.name}")
         data = data["real"] + 1j * data["imag"]
     if data.dtype.kind not in "biufc":
-        raise MatFileError(f"unsupported data of dtype {data.dtype} in {obj.name}")
+        raise MatFileError(f"{where}: unsupported data of dtype {data.dtype} in {obj.name}")
     if cls in _CLASS_DTYPES:
         target = np.dtype(_CLASS_DTYPES[cls])
         if data.dtype.kind == "c" and target.kind == "f":
@@ -637,25 +666,43 @@ def _from_h5(obj, h5file, h5py):
     return data
 
 
-def _deref(ref, h5file, h5py):
+def _deref(ref, h5file, h5py, where, depth):
     if not ref:  # null reference
         return np.zeros((0, 0))
-    return _from_h5(h5file[ref], h5file, h5py)
+    return _from_h5(h5file[ref], h5file, h5py, where, depth + 1)
 
 
-def _sparse(group, cls):
+def _checked_sparse(matrix, where):
+    """A sparse matrix whose index arrays are checked (out-of-range indices
+    from a crafted file would reach scipy's C routines); kept sparse."""
+    try:
+        matrix.check_format(full_check=True)
+    except ValueError as exc:
+        raise MatFileError(f"{where}: malformed sparse matrix ({exc})") from None
+    return matrix
+
+
+def _sparse(group, cls, where):
     import scipy.sparse
 
     nrows = int(np.asarray(group.attrs["MATLAB_sparse"]).ravel()[0])
-    jc = np.asarray(group["jc"][()]).ravel()
+    jc = np.asarray(_stored(group["jc"], f"{where} (column starts)", "sparse")).ravel()
     ncols = jc.size - 1
+    dtype = np.dtype(_CLASS_DTYPES.get(cls, np.float64))
     if "data" in group:
-        data = np.asarray(group["data"][()]).ravel()
-        ir = np.asarray(group["ir"][()]).ravel()
+        data = np.asarray(_stored(group["data"], f"{where} (values)", "sparse")).ravel()
+        ir = np.asarray(_stored(group["ir"], f"{where} (row indices)", "sparse")).ravel()
     else:
-        data, ir = np.zeros(0), np.zeros(0, dtype=np.int64)
-    dense = scipy.sparse.csc_matrix((data, ir, jc), shape=(nrows, ncols)).toarray()
-    return dense.astype(_CLASS_DTYPES.get(cls, dense.dtype), copy=False)
+        data, ir = np.zeros(0, dtype), np.zeros(0, dtype=np.int64)
+    if data.dtype.names:
+        data = data["real"] + 1j * data["imag"]
+    try:
+        matrix = scipy.sparse.csc_matrix((data, ir, jc), shape=(nrows, ncols))
+    except ValueError as exc:
+        raise MatFileError(f"{where}: malformed sparse matrix ({exc})") from None
+    if matrix.dtype != dtype and not (dtype.kind == "f" and matrix.dtype.kind == "c"):
+        matrix = matrix.astype(dtype)
+    return _checked_sparse(matrix, where)
 
 
 def _read_v73(path):
@@ -667,7 +714,7 @@ def _read_v73(path):
             "(pip install h5py, or the optional extra: pip install 'vlnn[h5]')") from None
     try:
         with h5py.File(path, "r") as h5file:
-            return {name: _from_h5(h5file[name], h5file, h5py) for name in h5file
+            return {name: _from_h5(h5file[name], h5file, h5py, name) for name in h5file
                     if not name.startswith("#")}
     except MatFileError as exc:
         raise ValueError(f"{path}: {exc}") from None
@@ -723,15 +770,34 @@ def is_number(x):
     return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
 
 
-def struct_value(fields, where, fname="save_net"):
-    """A 1 x 1 struct from already converted field values."""
-    if not fields:
-        return {}  # scipy's marker for a struct without fields
-    for key in fields:
+def _check_field_names(names, where, fname):
+    for key in names:
         if not (isinstance(key, str) and _FIELD_NAME.match(key)):
             raise ValueError(f"{fname}: {where} has field {key!r}, which is not a valid "
                              "MATLAB field name (a letter, then letters, digits or _; "
                              "at most 63 characters)")
+
+
+def _struct_array(value, where, fname):
+    """A numpy structured array as a MATLAB struct array, every field value
+    converted (and checked) as :func:`to_mat` converts any value."""
+    names = value.dtype.names
+    _check_field_names(names, where, fname)
+    shape = value.shape if value.ndim >= 2 else (1, value.size)
+    out = np.empty(shape, dtype=[(key, object) for key in names])
+    for i, record in enumerate(value.reshape(shape).ravel(order="F")):
+        index = np.unravel_index(i, shape, order="F")
+        item = f"{where}({i + 1})" if value.size > 1 else where
+        for key in names:
+            out[key][index] = to_mat(record[key], f"{item}.{key}", fname)
+    return out
+
+
+def struct_value(fields, where, fname="save_net"):
+    """A 1 x 1 struct from already converted field values."""
+    if not fields:
+        return {}  # scipy's marker for a struct without fields
+    _check_field_names(fields, where, fname)
     out = np.empty((1, 1), dtype=[(key, object) for key in fields])
     for key, item in fields.items():
         out[key][0, 0] = item
@@ -768,7 +834,9 @@ def to_mat(value, where, fname="save_net"):
             shape = value.shape if value.ndim >= 2 else (1, value.size)
             return cell([to_mat(v, f"{where}{{{i + 1}}}", fname)
                           for i, v in enumerate(value.ravel(order="F"))], shape)
-        if value.dtype.kind not in "biufcUS" and not value.dtype.names:
+        if value.dtype.names:
+            return _struct_array(value, where, fname)
+        if value.dtype.kind not in "biufcUS":
             raise ValueError(f"{fname}: {where} is an array of dtype {value.dtype}, which "
                              "MATLAB cannot store")
         return value.reshape(1, 1) if value.ndim == 0 else value
