@@ -167,8 +167,15 @@ def load_net(path):
     ``aggregate``                       ``epsilon``, ``p``, ``numGroups``
                                         are Python numbers
     function handle                     a callable that raises
-                                        ``TypeError``
+                                        ``TypeError`` naming the function
+    sparse matrix                       ``scipy.sparse.csc_matrix`` (never
+                                        densified; refused as layer weights)
     ==================================  ======================================
+
+    The file is untrusted input: its declared sizes are checked against the
+    bytes it holds before anything is allocated, and values nest at most
+    :data:`simplenn.matfile.MAX_DEPTH` deep (see
+    :func:`simplenn.matfile.read_mat`).
 
     Parameters
     ----------
@@ -187,9 +194,10 @@ def load_net(path):
         If the file does not exist.
     ValueError
         If the file is not a readable .mat file (empty, truncated, not
-        MATLAB's format) or holds no SimpleNN network (no ``layers``, or a
-        DagNN model, recognised by its ``params``); the message names the
-        file.
+        MATLAB's format, declaring arrays larger than the data it holds,
+        nested deeper than ``MAX_DEPTH``) or holds no SimpleNN network (no
+        ``layers``, or a DagNN model, recognised by its ``params``); the
+        message names the file and, for a malformed value, where it is.
     ImportError
         For a v7.3 file when h5py is not installed.
 
@@ -251,9 +259,15 @@ def save_net(path, net):
     tuples as cells (a non-empty list of numbers as a ``1 x N`` double
     array, of bools as a logical array), ``str`` as char, ``bool`` as
     logical, other numbers as double, ``None`` as ``[]``, arrays with their
-    dtype (1-D arrays as ``1 x N`` rows); layer weights in their precision
-    (float32 as single, float64 as double, other floats as single).
-    CuPy arrays are copied to the host.
+    dtype (1-D arrays as ``1 x N`` rows), NumPy structured arrays as struct
+    arrays (each field value converted by the same rules); layer weights in
+    their precision (float32 as single, float64 as double, other floats as
+    single).  CuPy arrays are copied to the host.
+
+    The file is written to a temporary file in the same folder and renamed
+    over ``path`` only when complete: a failure midway (a full disk, an
+    unstorable value) leaves an existing model untouched and no partial
+    file behind.
 
     Round-trip caveats (MATLAB cannot tell them apart): numbers come back as
     ``int`` when integral and ``float`` otherwise, lists of numbers and 1-D

@@ -3,7 +3,8 @@
 :func:`read_mat` turns a MAT v5/v7 file (read with :func:`scipy.io.loadmat`)
 or a MAT v7.3 file (HDF5, read with h5py, an optional dependency) into the
 same small description of MATLAB values: :class:`MatStruct`, :class:`MatCell`,
-:class:`MatOpaque`, char as ``str``, and numeric or logical arrays.
+:class:`MatOpaque`, char as ``str``, numeric or logical arrays, and sparse
+matrices (``scipy.sparse.csc_matrix``, never densified).
 :func:`to_python` maps that description to Python values
 (:class:`~simplenn.struct.Struct`, lists, str, bool, numbers, arrays).
 In the other direction :func:`to_mat` turns Python values into what
@@ -11,6 +12,11 @@ In the other direction :func:`to_mat` turns Python values into what
 file.  ``simplenn.io`` (SimpleNN models, ``cnn_train`` checkpoints) and
 ``dagnn`` (DagNN models) are built on these.  Reading never executes code
 from the file.
+
+A file is untrusted input (models are downloaded from strangers): before
+any data are read, every size a file declares is checked against the bytes
+really there, and values may nest at most :data:`MAX_DEPTH` deep; see
+:func:`read_mat`.
 """
 
 import math
@@ -29,7 +35,7 @@ from .struct import Struct
 
 __all__ = ["MatStruct", "MatCell", "MatOpaque", "MatFileError", "MatlabFunctionHandle",
            "read_mat", "to_python", "to_mat", "cell", "struct_value", "host", "number",
-           "is_empty", "is_scalar", "is_number", "write_mat"]
+           "is_empty", "is_scalar", "is_number", "write_mat", "MAX_DEPTH"]
 
 # --------------------------------------------------------------------------
 # MATLAB values as read from a file (format-independent)
@@ -727,7 +733,28 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def read_mat(path):
-    """The variables of a .mat file as MATLAB values."""
+    """The variables of a .mat file as MATLAB values.
+
+    The file is treated as untrusted input.  A MAT v5/v7 file is walked
+    element by element first (compressed elements inflated in 1 MB chunks),
+    and each array's declared dimensions are checked against the data it
+    really holds: a numeric array's bytes must match its dimensions, a cell
+    or struct array must hold at least 8 bytes per value, a char array a
+    byte per character, a sparse matrix its column starts; values nest at
+    most :data:`MAX_DEPTH` deep.  Only then does scipy read it, so nothing
+    larger than what the file holds (after inflating) is allocated, and
+    scipy's reader never recurses deep enough to crash.  In a MAT v7.3 file
+    each dataset's declared size is checked against its stored bytes
+    (times deflate's largest ratio, 1032, when compressed) before it is
+    read, and references nest at most :data:`MAX_DEPTH` deep (cyclic ones
+    end there).  Sparse matrices stay sparse, their indices checked.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the value (``layers{2}.weights{1}``), for a file
+        that is not a MAT file, is truncated, or declares more than it holds.
+    """
     with open(path, "rb") as stream:
         head = stream.read(1032)
     if not head:
