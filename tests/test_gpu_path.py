@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+import scipy.io
 
 import fakecupy
 from simplenn import Struct, cnn_train, vl_simplenn, vl_simplenn_move, vl_simplenn_tidy
@@ -362,3 +363,47 @@ def test_a_cnn_train_epoch_on_the_device(gpu, tmp_path, solver):
 
 def test_host_of_a_device_array_for_saving(gpu):
     np.testing.assert_array_equal(host(gpu.asarray(np.arange(3.0))), np.arange(3.0))
+
+
+@pytest.mark.parametrize("solver", ["adagrad", "adadelta", "rmsprop"])
+def test_cnn_train_with_sub_batches_dropout_and_other_solvers_on_the_device(gpu, tmp_path,
+                                                                              solver):
+    from simplenn import solvers
+
+    net = _train_net()
+    net["layers"].insert(3, {"type": "dropout", "rate": 0.25})
+    opts = dict(numEpochs=1, batchSize=4, numSubBatches=2, weightDecay=0.01, verbose=False,
+                plotStatistics=False, solver=getattr(solvers, solver), randomSeed=3)
+    dev, info = cnn_train(net, _imdb(), _get_batch, expDir=str(tmp_path), gpus=[1], **opts)
+    assert all(isinstance(w, np.ndarray) for layer in dev.layers
+               for w in layer.get("weights", []))
+    assert np.isfinite(info.train.objective[0]) and np.isfinite(info.val.objective[0])
+    # the checkpoint written from the device holds host arrays MATLAB can read
+    stored = scipy.io.loadmat(str(tmp_path / "net-epoch-1.mat"))["net"]
+    assert stored.dtype.names and "layers" in stored.dtype.names
+
+
+def test_display_and_diagnose_take_device_arrays(gpu, tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from simplenn import vl_simplenn_diagnose, vl_simplenn_display
+
+    net = vl_simplenn_move(every_layer_net(), "gpu")
+    net.layers[-1]["class"] = gpu.asarray(np.array([1, 2], np.float32))
+    res = vl_simplenn(net, gpu.asarray(_rand((8, 8, 3, 2), 26)), np.float32(1), mode="test")
+    info = vl_simplenn_display(net, res)
+    assert info is not None
+    vl_simplenn_diagnose(net, res, path=str(tmp_path / "diagnose.png"))
+    assert (tmp_path / "diagnose.png").stat().st_size > 0
+
+
+def test_save_net_of_a_net_on_the_device(gpu, tmp_path):
+    from simplenn import load_net, save_net
+
+    net = vl_simplenn_move(every_layer_net(), "gpu")
+    loaded = load_net(save_net(tmp_path / "net.mat", net))
+    for a, b in zip(loaded.layers, every_layer_net().layers):
+        for wa, wb in zip(a.get("weights", []), b.get("weights", [])):
+            # 1-D arrays come back as 1 x N rows (save_net's round-trip caveat)
+            assert isinstance(wa, np.ndarray) and wa.dtype == wb.dtype
+            np.testing.assert_array_equal(wa.reshape(wb.shape), wb)
