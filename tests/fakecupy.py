@@ -18,7 +18,10 @@ where code usually breaks:
   ``__array_function__``); indexing an element, and reductions, give 0-d
   device arrays, not NumPy scalars;
 - ``float(a)``, ``int(a)``, ``bool(a)``, ``a.item()``, ``a.tolist()`` work on
-  one-element arrays (CuPy synchronises and copies the value).
+  one-element arrays (CuPy synchronises and copies the value);
+- ``empty`` gives memory that is not zeroed (filled with NaN or 0xA5
+  bytes, as reused device memory holds garbage), and ``isneginf`` /
+  ``isposinf`` ignore their ``out`` argument, as CuPy's do.
 
 The library recognises these arrays once the module is registered as a
 device module of :mod:`vlnn._backend` (see ``tests/test_gpu_path.py``).
@@ -267,6 +270,34 @@ def asnumpy(a, stream=None, order="C", out=None):
     if isinstance(a, ndarray):
         return a.get(order=order)
     return np.asarray(a, order=order)
+
+
+def _poisoned(a):
+    """Fresh device memory is not zeroed (CuPy reuses freed blocks): fill
+    it with a pattern that shows a read before the first write."""
+    if a.dtype.kind in "fc":
+        a.fill(np.nan)
+    elif a.size:
+        a.view(np.uint8).fill(0xA5)
+    return ndarray(a)
+
+
+def empty(shape, dtype=float, order="C"):
+    return _poisoned(np.empty(shape, dtype, order))
+
+
+def empty_like(a, dtype=None, order="K", subok=None, shape=None):
+    return _poisoned(np.empty_like(_dev(a), dtype=dtype, order=order, shape=shape))
+
+
+def isneginf(x, out=None):
+    """As CuPy's (13.x): ``out`` is accepted and ignored."""
+    return ndarray(np.isneginf(_dev(x)))
+
+
+def isposinf(x, out=None):
+    """As CuPy's (13.x): ``out`` is accepted and ignored."""
+    return ndarray(np.isposinf(_dev(x)))
 
 
 def get_array_module(*args):

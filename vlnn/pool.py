@@ -190,7 +190,7 @@ def vl_nnpool(x, pool, dzdy=None, *args, **opts):
         # windows whose maximum is -inf (all -inf or NaN) get none.  Masks
         # only (no where= copies, which branch per element and are slow).
         found = workspace("pool_found", (outer, ho, wo, inner), bool, xp)
-        xp.isneginf(best, out=found)
+        xp.equal(best, -xp.inf, out=found)   # (CuPy's isneginf ignores out=)
         hit = workspace("pool_hit", (outer, ho, wo, inner), bool, xp)
         first = workspace("pool_first", (outer, ho, wo, inner), bool, xp)
         zero = dtype.type(0)
