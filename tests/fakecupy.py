@@ -447,6 +447,7 @@ def _as_strided(x, shape=None, strides=None):
 lib = types.ModuleType(f"{__name__}.lib")
 lib.stride_tricks = types.ModuleType(f"{__name__}.lib.stride_tricks")
 lib.stride_tricks.as_strided = _as_strided
+sys.modules.update({lib.__name__: lib, lib.stride_tricks.__name__: lib.stride_tricks})
 
 linalg = _Namespace(f"{__name__}.linalg", np.linalg)
 fft = _Namespace(f"{__name__}.fft", np.fft)

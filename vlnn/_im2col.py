@@ -15,6 +15,7 @@ use without copying):
   few channels.
 """
 
+import importlib
 import threading
 
 import numpy as np
@@ -122,7 +123,8 @@ def _tap_slices(geom, u, v, hb):
 
 def as_strided(a, shape, strides):
     """``as_strided`` of the array's own module (numpy or CuPy)."""
-    return get_array_module(a).lib.stride_tricks.as_strided(a, shape=shape, strides=strides)
+    tricks = importlib.import_module(get_array_module(a).__name__ + ".lib.stride_tricks")
+    return tricks.as_strided(a, shape=shape, strides=strides)
 
 
 def im2col(xpad, cols, geom, planar):
