@@ -462,7 +462,7 @@ def vl_simplenn_display(net, res=None, *args, **opts):
     >>> info.receptiveFieldSize[:, -1]
     array([6., 6.])
     """
-    res, args = split_derivative(res, args)
+    res, args = split_derivative(FNAME, (res,) + tuple(args))
     o = parse_options(FNAME, args, opts, {"inputSize": None, "batchSize": None,
                                           "maxNumColumns": 18, "format": "ascii",
                                           "print": True})

@@ -58,7 +58,7 @@ def _uniform(rng, shape, xp, fname):
     return rng.random(shape, dtype=np.float32)
 
 
-def vl_nndropout(x, dzdy=None, *args, **opts):
+def vl_nndropout(x, *args, dzdy=None, **opts):
     """CNN dropout (inverted: no test-time rescaling is needed).
 
     ``Y, MASK = vl_nndropout(X)`` zeroes each element of ``X`` with
@@ -112,7 +112,7 @@ def vl_nndropout(x, dzdy=None, *args, **opts):
         DX = MASK * DZDY
     """
     fname = "vl_nndropout"
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     o = parse_options(fname, args, opts, {"rate": 0.5, "mask": None, "rng": None})
     rate = as_float(o.rate, fname, "rate")
     if not 0 <= rate < 1:

@@ -61,7 +61,7 @@ def _host(a):
 # ---------------------------------------------------------------------------
 # vl_nnbilinearsampler
 
-def vl_nnbilinearsampler(x, grid, dzdy=None, *args, **opts):
+def vl_nnbilinearsampler(x, grid, *args, dzdy=None, **opts):
     """CNN spatial bilinear resampling.
 
     ``Y = vl_nnbilinearsampler(X, GRID)`` resamples the images ``X`` at the
@@ -138,7 +138,7 @@ def vl_nnbilinearsampler(x, grid, dzdy=None, *args, **opts):
     True
     """
     fname = "vl_nnbilinearsampler"
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     parse_options(fname, args, opts, {}, gpu=True)
     xp, dtype, (x, grid, dzdy) = block_tensors(fname, required=("x", "grid"),
                                                x=x, grid=grid, dzdy=dzdy)
@@ -308,7 +308,7 @@ def _first_hit(xp, hits):
     return size - weighted.max(axis=1).astype(xp.intp)
 
 
-def vl_nnroipool(x, rois, dzdy=None, *args, **opts):
+def vl_nnroipool(x, rois, *args, dzdy=None, **opts):
     """CNN region-of-interest pooling.
 
     ``Y = vl_nnroipool(X, ROIS)`` max-pools each region of interest of
@@ -403,7 +403,7 @@ def vl_nnroipool(x, rois, dzdy=None, *args, **opts):
     fname = "vl_nnroipool"
     if isinstance(rois, str):
         raise TypeError(f"{fname}: expected at least 2 arguments (x, rois); got {rois!r} as rois")
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     o = parse_options(fname, args, opts,
                       {"Method": "max", "Subdivisions": [1, 1], "Transform": 1}, gpu=True)
     method = o.Method.lower() if isinstance(o.Method, str) else o.Method
