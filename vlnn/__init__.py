@@ -5,6 +5,7 @@ a block to backward mode: ``y = vl_nnconv(x, w, b)``,
 ``dx, dw, db = vl_nnconv(x, w, b, dzdy)``.
 """
 
+from .argparse import vl_argparse
 from ._im2col import get_workspace_limit, set_workspace_limit
 from .activations import vl_nnrelu, vl_nnsigmoid, vl_nnsoftmax
 from .conv import vl_nnconv, vl_nnconvt
@@ -23,4 +24,5 @@ __all__ = [
     "vl_nnbnorm", "vl_nnspnorm", "vl_nnnoffset", "vl_nndropout",
     "vl_nnbilinearsampler", "vl_nnroipool", "vl_nnpdist", "vl_nnconcat", "vl_nncrop", "vl_taccum",
     "set_workspace_limit", "get_workspace_limit",
+    "vl_argparse",
 ]
