@@ -10,6 +10,7 @@ from ._im2col import get_workspace_limit, set_workspace_limit
 from .activations import vl_nnrelu, vl_nnsigmoid, vl_nnsoftmax
 from .conv import vl_nnconv, vl_nnconvt
 from .distance import vl_nnpdist
+from .imread import vl_imreadjpeg
 from .dropout import vl_nndropout
 from .loss import vl_nnloss, vl_nnsoftmaxloss
 from .normalization import (vl_nnbnorm, vl_nnnoffset, vl_nnnormalize, vl_nnnormalizelp,
@@ -25,5 +26,5 @@ __all__ = [
     "vl_nnbnorm", "vl_nnspnorm", "vl_nnnoffset", "vl_nndropout",
     "vl_nnbilinearsampler", "vl_nnroipool", "vl_nnpdist", "vl_nnconcat", "vl_nncrop", "vl_taccum",
     "set_workspace_limit", "get_workspace_limit",
-    "vl_argparse", "set_random_seed", "get_random_generator", "set_random_generator",
+    "vl_argparse", "vl_imreadjpeg", "set_random_seed", "get_random_generator", "set_random_generator",
 ]
