@@ -90,18 +90,20 @@ def _kernel(method, delta):
     return np.where(np.abs(delta) < lobes, value, np.float32(0)).astype(np.float32)
 
 
-def resize_matrix(out_size, in_size, crop_size, crop_offset, method="bilinear"):
-    """The ``out_size x in_size`` matrix MatConvNet's resizing applies along one
-    axis: output pixel ``v`` of the crop ``[crop_offset, crop_offset +
-    crop_size)`` (0-based) resized to ``out_size`` pixels.
+def resize_filter(out_size, in_size, crop_size, crop_offset, method="bilinear"):
+    """MatConvNet's resizing along one axis as taps: ``(starts, weights)``
+    with output pixel ``v = sum_r weights[v, r] * input[starts[v] + r]``
+    (0-based; only taps with a non-zero weight lie inside the input).
 
-    As in MatConvNet: the output pixel ``v`` sits at ``u = alpha v + beta``
-    in the input, ``alpha = crop_size / out_size``, ``beta = (alpha - 1) / 2
-    + crop_offset``; the kernel is stretched by ``alpha`` when shrinking (a
+    As in MatConvNet (``ImageResizeFilter``, ``imread_helpers.hpp``): output
+    pixel ``v`` of the crop ``[crop_offset, crop_offset + crop_size)``
+    resized to ``out_size`` pixels sits at ``u = alpha v + beta`` in the
+    input, ``alpha = crop_size / out_size``, ``beta = (alpha - 1) / 2 +
+    crop_offset``; the kernel is stretched by ``alpha`` when shrinking (a
     simple antialiasing, as MATLAB's ``imresize``); taps beyond the image
     repeat its first or last pixel; the weights are normalised to sum to 1;
     and, as MatConvNet's loop stops at the first zero weight of a filter,
-    the weights after one are dropped.
+    the weights after one are dropped.  Single precision throughout.
     """
     size = _FILTERS[method]
     alpha = np.float32(crop_size) / np.float32(out_size)
@@ -135,11 +137,42 @@ def resize_matrix(out_size, in_size, crop_size, crop_offset, method="bilinear"):
         weights[ok, r] = filt[rows[ok], src[ok]] / mass[ok]
     # MatConvNet's loop breaks at the first zero weight
     weights[np.cumsum(weights == 0, axis=1) > 0] = 0
+    return starts + skip, weights
+
+
+def resize_matrix(out_size, in_size, crop_size, crop_offset, method="bilinear"):
+    """:func:`resize_filter` as a dense ``out_size x in_size`` matrix."""
+    starts, weights = resize_filter(out_size, in_size, crop_size, crop_offset, method)
     matrix = np.zeros((out_size, in_size), np.float32)
-    cols = (starts + skip)[:, None] + taps
+    rows = np.broadcast_to(np.arange(out_size)[:, None], weights.shape)
+    cols = starts[:, None] + np.arange(weights.shape[1])
     keep = weights != 0
-    matrix[np.broadcast_to(rows[:, None], keep.shape)[keep], cols[keep]] = weights[keep]
+    matrix[rows[keep], cols[keep]] = weights[keep]
     return matrix
+
+
+def _resize_axis(image, starts, weights, axis):
+    """Resize ``image`` along ``axis`` with the taps of :func:`resize_filter`:
+    one gather and one multiply-add per tap, accumulated in single
+    precision in MatConvNet's order (no BLAS, so reader threads never
+    compete with the caller's BLAS threads)."""
+    n = image.shape[axis]
+    shape = [1] * image.ndim
+    shape[axis] = -1
+    out = None
+    for r in range(weights.shape[1]):
+        w = weights[:, r]
+        if not w.any():
+            break
+        # zero-weight taps may point past the image: clip them to a valid pixel
+        index = [slice(None)] * image.ndim
+        index[axis] = np.clip(starts + r, 0, n - 1)
+        term = image[tuple(index)] * w.reshape(shape)
+        if out is None:
+            out = term.astype(np.float32, copy=False)
+        else:
+            out += term
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -186,7 +219,7 @@ def _geometry(height, width, o, draws):
 
 
 def _decode(name):
-    """The pixels of one file as float32 ``H x W x 3`` (gray replicated)."""
+    """The pixels of one file as ``H x W x 3`` uint8 (gray replicated)."""
     Image = _pil_image()
     if not os.path.exists(name):
         raise FileNotFoundError(f"{FNAME}: could not read image '{name}': no such file")
@@ -194,7 +227,7 @@ def _decode(name):
         with Image.open(name) as im:
             im.load()
             gray = im.mode in ("1", "L", "LA")
-            pixels = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.float32)
+            pixels = np.asarray(im.convert("L" if gray else "RGB"))   # uint8
     except Exception as err:
         raise OSError(f"{FNAME}: could not read image '{name}' because: {err}") from None
     if gray:
@@ -207,16 +240,17 @@ def _read_one(name, o, draws, normal):
     pixels = _decode(name)
     height, width = pixels.shape[:2]
     (out_h, out_w), (dy, dx, crop_h, crop_w), flip = _geometry(height, width, o, draws)
-    rows = resize_matrix(out_h, height, crop_h, dy, o.Interpolation)
-    cols = resize_matrix(out_w, width, crop_w, dx, o.Interpolation)
+    row_starts, row_weights = resize_filter(out_h, height, crop_h, dy, o.Interpolation)
+    col_starts, col_weights = resize_filter(out_w, width, crop_w, dx, o.Interpolation)
     if flip:
-        cols = cols[::-1]
-    # only the input rows and columns the filters touch
-    r0, r1 = _support(rows)
-    c0, c1 = _support(cols)
-    tmp = np.tensordot(rows[:, r0:r1], pixels[r0:r1, c0:c1], axes=(1, 0))   # out_h x w x 3
-    image = np.ascontiguousarray(
-        np.tensordot(tmp, cols[:, c0:c1], axes=(1, 1)).transpose(0, 2, 1), dtype=np.float32)
+        col_starts, col_weights = col_starts[::-1], col_weights[::-1]
+    # rows, then columns, as MatConvNet; the row pass only over the columns
+    # the column pass reads
+    used = col_weights != 0
+    cols = (col_starts[:, None] + np.arange(col_weights.shape[1]))[used]
+    c0, c1 = int(cols.min()), int(cols.max()) + 1
+    image = _resize_axis(pixels[:, c0:c1], row_starts, row_weights, 0)
+    image = _resize_axis(image, col_starts - c0, col_weights, 1)
 
     # colour: MatConvNet's single pass (average image first, then the
     # per-channel offsets dv and the mixing of the channels)
@@ -225,19 +259,18 @@ def _read_one(name, o, draws, normal):
     contrast, saturation = np.float32(draws[6]), np.float32(draws[5])
     dv = (o.brightness @ normal).astype(np.float32) - o.average
     if contrast != 1:
-        means = image.reshape(-1, 3).astype(np.float64).mean(axis=0)
+        means = image.sum(axis=0, dtype=np.float64).sum(axis=0) / (out_h * out_w)
         dv = dv + ((1.0 - float(contrast)) * means).astype(np.float32)
     dv = saturation * dv + (np.float32(1) - saturation) / np.float32(3) * dv.sum(dtype=np.float32)
     a = contrast * saturation
     b = contrast * (np.float32(1) - saturation) / np.float32(3)
-    image = a * image + b * image.sum(axis=2, keepdims=True, dtype=np.float32) + dv
+    mixed = image[:, :, 0] + image[:, :, 1] + image[:, :, 2]   # MatConvNet's order
+    mixed *= b
+    image *= a
+    image += mixed[:, :, None]
+    image += dv
     info = (name, (height, width), (out_h, out_w), (crop_h, crop_w), (dy, dx), flip)
     return image.astype(np.float32, copy=False), info
-
-
-def _support(matrix):
-    used = np.flatnonzero(matrix.any(axis=0))
-    return int(used[0]), int(used[-1]) + 1
 
 
 # ---------------------------------------------------------------------------
