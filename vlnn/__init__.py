@@ -2,7 +2,14 @@
 
 Data are ``H x W x C x N`` arrays; passing the derivative argument switches
 a block to backward mode: ``y = vl_nnconv(x, w, b)``,
-``dx, dw, db = vl_nnconv(x, w, b, dzdy)``.
+``dx, dw, db = vl_nnconv(x, w, b, dzdy)``.  The derivative is the first
+extra positional argument that is not a string, or the keyword ``dzdy=``;
+options are keywords or MATLAB-style pairs, so
+``vl_nnconv(x, w, b, dy, 'pad', 1)``, ``vl_nnconv(x, w, b, 'pad', 1, dzdy=dy)``
+and ``vl_nnconv(x, w, b, dzdy=dy, pad=1)`` are one call.
+
+MatConvNet's porting helpers live here too: :func:`vl_argparse`,
+:func:`vl_imreadjpeg` and :func:`set_random_seed` (MATLAB's ``rng``).
 """
 
 from .argparse import vl_argparse
