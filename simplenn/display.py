@@ -16,6 +16,7 @@ import numpy as np
 from vlnn._backend import shape4
 from vlnn._options import as_int, numbers_of, parse_options, split_derivative
 
+from .naming import layer_label
 from .struct import Struct
 
 FNAME = "vl_simplenn_display"
@@ -91,7 +92,7 @@ def _layer_vector(layer, index, name, counts, default):
     value = _field(layer, name)
     if value is None:
         return np.full(max(counts), float(default))
-    vec = numbers_of(value, FNAME, f"layers[{index}].{name}", counts)
+    vec = numbers_of(value, FNAME, f"the {name} of {layer_label(index, layer)}", counts)
     return np.full(max(counts), vec[0]) if vec.size == 1 else vec
 
 
@@ -155,7 +156,8 @@ def _geometry(layers):
             support[:, i] = (np.maximum([fh, fw], 1) - 1) * dilate[:, i] + 1
         elif kind == "pool":
             if _field(layer, "pool") is None:
-                raise ValueError(f"{FNAME}: layers[{i}] is a pool layer without 'pool'")
+                raise ValueError(f"{FNAME}: {layer_label(i, layer)} is a pool layer without "
+                                 f"'pool'")
             support[:, i] = _layer_vector(layer, i, "pool", (1, 2), 1)
         stride[:, i] = _layer_vector(layer, i, "stride", (1, 2), 1)
         pad[:, i] = _layer_vector(layer, i, "pad", (1, 4), 0)
@@ -196,7 +198,8 @@ def _data_sizes(layers, input_size, support, stride, pad, res):
             out = np.asarray(forward_size(layer, prev.copy()), dtype=np.float64).ravel(order="F")
             if out.size > 4:
                 raise ValueError(
-                    f"{FNAME}: layers[{i}].getForwardSize returned {out.size} numbers, "
+                    f"{FNAME}: the getForwardSize of {layer_label(i, layer)} returned "
+                    f"{out.size} numbers, "
                     f"expected at most 4 (H W C N)")
             sizes[:, i + 1] = np.concatenate([out, np.ones(4 - out.size)])
         else:
@@ -462,7 +465,7 @@ def vl_simplenn_display(net, res=None, *args, **opts):
     >>> info.receptiveFieldSize[:, -1]
     array([6., 6.])
     """
-    res, args = split_derivative(res, args)
+    res, args = split_derivative(FNAME, (res,) + tuple(args))
     o = parse_options(FNAME, args, opts, {"inputSize": None, "batchSize": None,
                                           "maxNumColumns": 18, "format": "ascii",
                                           "print": True})

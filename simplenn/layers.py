@@ -35,6 +35,7 @@ from vlnn.loss import vl_nnloss, vl_nnsoftmaxloss
 from vlnn.normalization import vl_nnbnorm, vl_nnnoffset, vl_nnnormalize, vl_nnspnorm
 from vlnn.pool import vl_nnpool
 
+from .naming import layer_label
 from .struct import Struct
 from .tidy import layer_default
 
@@ -51,12 +52,11 @@ LOSS_TYPES = ("loss", "softmaxloss")
 
 
 def describe(layer, i):
-    """``"layer 3 (0-based; type 'pool', name 'pool1')"`` for messages."""
-    if not isinstance(layer, Mapping):
-        return f"layer {i} (0-based)"
-    name = layer.get("name")
-    name = f"'{name}'" if isinstance(name, str) else "none"
-    return f"layer {i} (0-based; type {layer.get('type')!r}, name {name})"
+    """``"layer 3 'pool1' (net.layers[2]) of type 'pool'"`` for messages
+    (:func:`simplenn.naming.layer_label`, then the type)."""
+    if not isinstance(layer, Mapping) or "type" not in layer:
+        return layer_label(i, layer)
+    return f"{layer_label(i, layer)} of type {layer['type']!r}"
 
 
 def field(layer, name, i):

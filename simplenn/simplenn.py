@@ -11,6 +11,7 @@ from vlnn._backend import get_array_module, is_device_array, is_empty
 from vlnn._options import as_float, as_int, parse_options
 
 from .layers import LAYERS, LOSS_TYPES, Mode, as_record, describe, is_precious, new_record
+from .naming import layer_label
 
 FNAME = "vl_simplenn"
 
@@ -357,7 +358,7 @@ def _layers_of(net):
     layers = net["layers"]
     for i, layer in enumerate(layers):
         if not isinstance(layer, Mapping):
-            raise TypeError(f"{FNAME}: layer {i} (0-based) must be a mapping, "
+            raise TypeError(f"{FNAME}: {layer_label(i)} must be a mapping, "
                             f"got {type(layer).__name__}")
     return layers
 
@@ -375,7 +376,7 @@ def _entry(layer, i):
     entry = _known(layer["type"])
     if entry is None:
         raise ValueError(f"{FNAME}: unknown layer type {layer['type']!r} of "
-                         f"{describe(layer, i)}; known types: {', '.join(LAYERS)}")
+                         f"{layer_label(i, layer)}; known types: {', '.join(LAYERS)}")
     return entry
 
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from vlnn._backend import get_array_module, shape4
 
+from .naming import layer_label
 from .struct import Struct
 
 # Missing fields are filled with these values (MatConvNet's table), after
@@ -210,11 +211,8 @@ def _tidy_normalization(meta):
 
 
 def _where(index, layer=None):
-    """How an error message names a layer: MatConvNet's 1-based number and
-    the Python position."""
-    name = layer.get("name") if isinstance(layer, Mapping) else None
-    label = f" '{name}'" if isinstance(name, str) and name else ""
-    return f"layer {index + 1}{label} (net.layers[{index}])"
+    """How an error message names a layer (:func:`simplenn.naming.layer_label`)."""
+    return layer_label(index, layer)
 
 
 def _tidy_layer(layer, index):

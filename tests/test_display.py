@@ -452,7 +452,7 @@ class TestErrors:
 
     def test_bad_layer_field_names_the_layer(self):
         net = {"layers": [conv(3, 3, 1, 1, pad=[1, 1])]}
-        with pytest.raises(ValueError, match=r"layers\[0\]\.pad"):
+        with pytest.raises(ValueError, match=r"the pad of layer 1 \(net\.layers\[0\]\) must have"):
             quiet(net)
 
     def test_net_without_layers(self):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from _checks import check_derivative, rng
+import vlnn
 from vlnn import dropout
 from vlnn import vl_nndropout
 
@@ -97,14 +98,24 @@ def test_generator_option():
     np.testing.assert_array_equal(vl_nndropout(x, rng=5)[1], a1)
 
 
-def test_default_generator_is_the_module_one(monkeypatch):
+def test_default_generator_is_vlnn_rng():
     x = rng(0).standard_normal((5, 6, 4, 3))
+    previous = vlnn.set_random_seed(9)
+    try:
+        m1 = vl_nndropout(x)[1]
+        vlnn.set_random_seed(9)
+        np.testing.assert_array_equal(vl_nndropout(x)[1], m1)
+        np.testing.assert_array_equal(m1, ref_mask(9, x.shape, 0.5, np.float64))
+    finally:
+        vlnn.set_random_generator(previous)
+
+
+def test_legacy_module_generator_still_works(monkeypatch):
+    # simplenn.train installs its epoch generator as dropout.DEFAULT_RNG
+    x = rng(0).standard_normal((5, 6, 4, 3))
+    assert dropout.DEFAULT_RNG is None
     monkeypatch.setattr(dropout, "DEFAULT_RNG", np.random.default_rng(9))
-    m1 = vl_nndropout(x)[1]
-    monkeypatch.setattr(dropout, "DEFAULT_RNG", np.random.default_rng(9))
-    np.testing.assert_array_equal(vl_nndropout(x)[1], m1)
-    np.testing.assert_array_equal(m1, ref_mask(9, x.shape, 0.5, np.float64))
-    assert isinstance(dropout.DEFAULT_RNG, np.random.Generator)
+    np.testing.assert_array_equal(vl_nndropout(x)[1], ref_mask(9, x.shape, 0.5, np.float64))
 
 
 def test_unseeded_calls_draw_fresh_masks():
@@ -228,17 +239,24 @@ class _FakeGenerator:
 
 def test_device_draws_use_the_device_random_module():
     # the CuPy branch, run against a fake module with CuPy's random API
-    global_state = _FakeRandomState(99)
     fake = SimpleNamespace(random=SimpleNamespace(
-        RandomState=_FakeRandomState, Generator=_FakeGenerator,
-        get_random_state=lambda: global_state))
+        RandomState=_FakeRandomState, Generator=_FakeGenerator))
     shape = (3, 4, 2)
 
     def draw(seed):
         return np.random.default_rng(seed).random(shape, dtype=np.float32)
 
     np.testing.assert_array_equal(dropout._uniform(5, shape, fake, "f"), draw(5))
-    np.testing.assert_array_equal(dropout._uniform(None, shape, fake, "f"), draw(99))
+    # None: the CuPy state of vlnn.rng, seeded from its generator on first use
+    previous = vlnn.set_random_seed(4)
+    try:
+        first = dropout._uniform(None, shape, fake, "f")
+        np.testing.assert_array_equal(
+            first, draw(int(np.random.default_rng(4).integers(2 ** 63 - 1))))
+        vlnn.set_random_seed(4)
+        np.testing.assert_array_equal(dropout._uniform(None, shape, fake, "f"), first)
+    finally:
+        vlnn.set_random_generator(previous)
     np.testing.assert_array_equal(dropout._uniform(_FakeRandomState(3), shape, fake, "f"),
                                   draw(3))
     np.testing.assert_array_equal(dropout._uniform(_FakeGenerator(), shape, fake, "f"),

@@ -140,25 +140,38 @@ class TestParseOptions:
 
 
 class TestSplitDerivative:
-    def test_string_in_the_dzdy_slot_starts_the_options(self):
-        dzdy, args = split_derivative("pad", (1, "stride", 2))
-        assert dzdy is None
-        assert args == ("pad", 1, "stride", 2)
+    def test_string_first_starts_the_options(self):
+        assert split_derivative(F, ("pad", 1, "stride", 2)) == (None, ("pad", 1, "stride", 2))
 
-    def test_bare_flag_in_the_dzdy_slot(self):
-        assert split_derivative("NoCudnn", ()) == (None, ("NoCudnn",))
+    def test_bare_flag_first(self):
+        assert split_derivative(F, ("NoCudnn",)) == (None, ("NoCudnn",))
 
-    def test_array_dzdy_is_kept(self):
+    def test_first_non_string_is_the_derivative(self):
         dy = np.ones((2, 2))
-        dzdy, args = split_derivative(dy, ["pad", 1])
+        dzdy, args = split_derivative(F, [dy, "pad", 1])
         assert dzdy is dy
         assert args == ("pad", 1) and isinstance(args, tuple)
 
-    def test_none_dzdy_is_forward(self):
-        assert split_derivative(None, ("leak", 0.1)) == (None, ("leak", 0.1))
+    def test_positional_none_is_forward(self):
+        assert split_derivative(F, (None, "leak", 0.1)) == (None, ("leak", 0.1))
+
+    def test_keyword_derivative(self):
+        dy = np.ones(3)
+        dzdy, args = split_derivative(F, ("pad", 1), dzdy=dy)
+        assert dzdy is dy and args == ("pad", 1)
+        assert split_derivative(F, (), dzdy=dy)[0] is dy
+
+    def test_nothing_given(self):
+        assert split_derivative(F, ()) == (None, ())
+
+    @pytest.mark.parametrize("positional", [np.ones(3), None, 1.0])
+    def test_both_positional_and_keyword(self, positional):
+        with pytest.raises(TypeError, match=rf"{F}: the derivative was given both positionally "
+                                            r"and as dzdy="):
+            split_derivative(F, (positional, "pad", 1), dzdy=np.ones(3))
 
     def test_split_then_parse(self):
-        dzdy, args = split_derivative("Pad", (1, "NoDerData"))
+        dzdy, args = split_derivative(F, ("Pad", 1, "NoDerData"))
         o = parse(args)
         assert dzdy is None and o.Pad == 1 and o.NoDerData is True
 

@@ -785,6 +785,26 @@ def test_roipool_calling_forms():
         vl_nnroipool(x, BASIC_ROIS, dy, "method", "avg", "subdivisions", [2, 3]), want)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_roipool_rois_of_any_real_type_are_converted_to_the_data_type(dtype):
+    # MATLAB passes ROIs as doubles holding integers; any real array or list works
+    x = distinct_data((15, 14, 3, 2)).astype(dtype)
+    table = np.array([[1, 1, 1, 10, 12], [2, 3, 2, 14, 9], [1, 5, 6, 5, 6]])
+    ref = vl_nnroipool(x, table.T.astype(dtype), subdivisions=[2, 3])
+    dy = rng(2).standard_normal(ref.shape).astype(dtype)
+    dref = vl_nnroipool(x, table.T.astype(dtype), dy, subdivisions=[2, 3])
+    for rois in (table.T, table.T.astype(np.uint8), table.T.astype(np.float64),
+                 table.T.astype(np.float32), table.T.tolist(), table.ravel().tolist(),
+                 np.asfortranarray(table.T.astype(np.int16))):
+        y = vl_nnroipool(x, rois, subdivisions=[2, 3])
+        assert y.dtype == dtype
+        np.testing.assert_array_equal(y, ref)
+        np.testing.assert_array_equal(vl_nnroipool(x, rois, dy, subdivisions=[2, 3]), dref)
+    # a ROI corner at a half converts too (rounded in the data's precision later)
+    half = [1, 2.5, 1, 2.5, 3]
+    np.testing.assert_array_equal(vl_nnroipool(x, half), vl_nnroipool(x, np.array(half, dtype)))
+
+
 XR = np.zeros((6, 5, 3, 2))
 R1 = np.array([1, 1, 1, 3, 3.0])
 
@@ -808,9 +828,12 @@ R1 = np.array([1, 1, 1, 3, 3.0])
     (lambda: vl_nnroipool(XR, R1, method="sum"), ValueError,
      r"Method must be 'max' or 'avg'.*'sum'"),
     (lambda: vl_nnroipool(XR, R1, method=None), ValueError, r"Method must be 'max' or 'avg'"),
-    (lambda: vl_nnroipool(XR, R1.astype(np.float32)), ValueError,
-     r"must not mix float32 and float64.*rois is float32"),
-    (lambda: vl_nnroipool(XR, R1.astype(np.int64)), ValueError, r"rois must be float32 or float64"),
+    (lambda: vl_nnroipool(XR, R1.astype(complex)), ValueError,
+     r"rois must be real numeric, got dtype complex128"),
+    (lambda: vl_nnroipool(XR, ["1", "1", "1", "2", "2"]), ValueError, r"rois must be real numeric"),
+    (lambda: vl_nnroipool(XR, R1 > 0), ValueError, r"rois must be real numeric, got dtype bool"),
+    (lambda: vl_nnroipool(XR, [[1, 1, 1, 2, 2], [1, 2]]), ValueError,
+     r"rois must be a real numeric array"),
     (lambda: vl_nnroipool(XR.astype(np.float32), R1.astype(np.float32), np.zeros((1, 1, 3, 1))),
      ValueError, r"must not mix float32 and float64.*dzdy is float64"),
     (lambda: vl_nnroipool(XR, R1, np.zeros((1, 1, 3, 2))), ValueError,

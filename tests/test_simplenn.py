@@ -528,7 +528,7 @@ def test_cleared_input_is_a_clear_error():
     net, x = derivative_net()
     res = vl_simplenn(net, x, 1.0)
     res[4].x = None
-    with pytest.raises(ValueError, match=r"res\[4\]\.x of layer 4 \(0-based; type 'conv'"):
+    with pytest.raises(ValueError, match=r"res\[4\]\.x of layer 5 \(net\.layers\[4\]\) of type 'conv'"):
         vl_simplenn(net, x, 1.0, res, skipForward=True)
 
 
@@ -611,7 +611,7 @@ def test_test_mode_bnorm_without_moments_is_an_error():
     x = randn((3, 3, 2, 2), seed=1)
     net = {"layers": [{"type": "bnorm", "name": "bn1", "weights": [np.ones(2), np.zeros(2)]}]}
     vl_simplenn(net, x)
-    with pytest.raises(ValueError, match=r"layer 0 \(0-based; type 'bnorm', name 'bn1'\).*"
+    with pytest.raises(ValueError, match=r"layer 1 'bn1' \(net\.layers\[0\]\) of type 'bnorm'.*"
                                          r"weights\[2\]"):
         vl_simplenn(net, x, mode="test")
 
@@ -758,8 +758,8 @@ def test_unknown_layer_type():
     net, x = derivative_net()
     layers = [dict(l) for l in net["layers"]]
     layers[2] = {"type": "mystery", "name": "what"}
-    with pytest.raises(ValueError, match=r"unknown layer type 'mystery' of layer 2 "
-                                         r"\(0-based; type 'mystery', name 'what'\)"):
+    with pytest.raises(ValueError, match=r"unknown layer type 'mystery' of layer 3 'what' "
+                                         r"\(net\.layers\[2\]\); known types"):
         vl_simplenn({"layers": layers}, x)
 
 
@@ -776,15 +776,15 @@ def test_unknown_layer_type_is_skipped_in_backward():
 
 @pytest.mark.parametrize("layer, message", [
     ({"type": "pool", "name": "p1", "stride": 2},
-     r"layer 0 \(0-based; type 'pool', name 'p1'\) has no field 'pool'"),
-    ({"type": "conv"}, r"layer 0 \(0-based; type 'conv', name none\) has no field 'weights'"),
+     r"layer 1 'p1' \(net\.layers\[0\]\) of type 'pool' has no field 'pool'"),
+    ({"type": "conv"}, r"layer 1 \(net\.layers\[0\]\) of type 'conv' has no field 'weights'"),
     ({"type": "conv", "filters": np.ones((1, 1, 1, 1)), "biases": np.ones(1)},
      "legacy 'filters'/'biases' fields: run vl_simplenn_tidy"),
     ({"type": "conv", "weights": [np.ones((1, 1, 1, 1))]},
      r"has 1 weights; weights\[1\] \(biases\) is needed"),
     ({"type": "softmaxloss"}, "has no field 'class'"),
     ({"type": "spnorm"}, "has no field 'param'"),
-    ({"name": "untyped"}, r"layer 0 \(0-based; type None, name 'untyped'\) has no field 'type'"),
+    ({"name": "untyped"}, r"layer 1 'untyped' \(net\.layers\[0\]\) has no field 'type'"),
 ])
 def test_missing_field(layer, message):
     with pytest.raises(ValueError, match=message):
@@ -797,5 +797,5 @@ def test_bad_mode_and_bad_net():
         vl_simplenn(net, x, mode="train")
     with pytest.raises(TypeError, match="'layers'"):
         vl_simplenn(net["layers"], x)
-    with pytest.raises(TypeError, match="layer 1 \\(0-based\\) must be a mapping"):
+    with pytest.raises(TypeError, match=r"layer 2 \(net\.layers\[1\]\) must be a mapping"):
         vl_simplenn({"layers": [net["layers"][0], "relu"]}, x)

@@ -95,13 +95,43 @@ def parse_options(fname, args, kwargs, defaults, flags=(), gpu=False):
     return out
 
 
-def split_derivative(dzdy, args):
-    """MATLAB-style pairs may start where the derivative argument sits:
-    ``vl_nnconv(x, w, b, 'pad', 1)``.  Return ``(dzdy, args)`` with a string
-    moved back to the option list."""
-    if isinstance(dzdy, str):
-        return None, (dzdy,) + tuple(args)
-    return dzdy, tuple(args)
+def split_derivative(fname, args, dzdy=None):
+    """A block's derivative argument and its MATLAB-style options.
+
+    MatConvNet takes the derivative from the first extra argument when it
+    is not a string; the rest are ``'Name', value`` pairs and flags.  Python
+    callers may give it as the keyword-only ``dzdy=`` instead, so
+    ``f(x, dy, 'pad', 1)``, ``f(x, 'pad', 1, dzdy=dy)`` and
+    ``f(x, dzdy=dy, pad=1)`` are one call.
+
+    Parameters
+    ----------
+    fname : str
+        The block's name, used in the error message.
+    args : sequence
+        The extra positional arguments (after the block's fixed ones).
+    dzdy : array or None
+        The ``dzdy=`` keyword.
+
+    Returns
+    -------
+    dzdy, args : (array or None, tuple)
+        The derivative (``None`` for the forward mode) and the remaining
+        pairs and flags.
+
+    Raises
+    ------
+    TypeError
+        The derivative given both positionally and as ``dzdy=``.
+    """
+    args = tuple(args)
+    if args and not isinstance(args[0], str):
+        if dzdy is not None:
+            raise TypeError(
+                f"{fname}: the derivative was given both positionally and as dzdy=; "
+                f"give it once")
+        return args[0], args[1:]
+    return dzdy, args
 
 
 def _host_array(value):

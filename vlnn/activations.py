@@ -4,7 +4,7 @@ from ._backend import block_tensors, check_derivative, like_shape, shape4, to4d
 from ._options import as_float, parse_options, split_derivative
 
 
-def vl_nnrelu(x, dzdy=None, *args, **opts):
+def vl_nnrelu(x, *args, dzdy=None, **opts):
     """CNN rectified linear unit.
 
     ``Y = vl_nnrelu(X)`` applies the rectifier to ``X`` (any shape).
@@ -30,7 +30,7 @@ def vl_nnrelu(x, dzdy=None, *args, **opts):
         ``Leak >= 0``, the output ``Y`` may be passed in place of ``X``.
     """
     fname = "vl_nnrelu"
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     o = parse_options(fname, args, opts, {"Leak": 0})
     leak = as_float(o.Leak, fname, "Leak")
     xp, _, (x, dzdy) = block_tensors(fname, x=x, dzdy=dzdy)
@@ -54,7 +54,7 @@ def _sigmoid(x, xp):
     return xp.where(x >= 0, one, small) / (one + small)
 
 
-def vl_nnsigmoid(x, dzdy=None, *args, **opts):
+def vl_nnsigmoid(x, *args, dzdy=None, **opts):
     """CNN sigmoid nonlinearity.
 
     ``Y = vl_nnsigmoid(X)`` computes the sigmoid of the data ``X`` (any
@@ -89,7 +89,7 @@ def vl_nnsigmoid(x, dzdy=None, *args, **opts):
     ``Y (1 - Y)``) decays to 0.  NaN propagates.
     """
     fname = "vl_nnsigmoid"
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     parse_options(fname, args, opts, {})
     xp, _, (x, dzdy) = block_tensors(fname, x=x, dzdy=dzdy)
     if dzdy is None:
@@ -103,7 +103,7 @@ def vl_nnsigmoid(x, dzdy=None, *args, **opts):
     return like_shape(dzdy, x.shape) * small
 
 
-def vl_nnsoftmax(x, dzdy=None, *args, **opts):
+def vl_nnsoftmax(x, *args, dzdy=None, **opts):
     """CNN softmax over the channels.
 
     ``Y = vl_nnsoftmax(X)`` applies the softmax operator to the data ``X``
@@ -143,7 +143,7 @@ def vl_nnsoftmax(x, dzdy=None, *args, **opts):
     or infinite scores make their location NaN, as in MatConvNet.
     """
     fname = "vl_nnsoftmax"
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     parse_options(fname, args, opts, {})
     xp, _, (x, dzdy) = block_tensors(fname, x=x, dzdy=dzdy)
     if dzdy is not None:

@@ -440,7 +440,7 @@ def _bias_vector(b, k, fname, what):
     return b.reshape(-1, order="F")
 
 
-def vl_nnconv(x, w, b, dzdy=None, *args, **opts):
+def vl_nnconv(x, w, b, *args, dzdy=None, **opts):
     """CNN convolution (cross-correlation, filters are not flipped).
 
     ``Y = vl_nnconv(X, F, B)`` computes the convolution of the images ``X``
@@ -501,7 +501,7 @@ def vl_nnconv(x, w, b, dzdy=None, *args, **opts):
     fname = "vl_nnconv"
     if isinstance(b, str):
         raise TypeError(f"{fname}: expected at least 3 arguments (x, w, b); got option '{b}' as b")
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     o = parse_options(fname, args, opts, {"Stride": 1, "Pad": 0, "Dilate": 1},
                       flags=("NoDerData", "NoDerFilters", "NoDerBiases"), gpu=True)
     stride = as_pair(o.Stride, fname, "Stride", 1)
@@ -570,7 +570,7 @@ def vl_nnconv(x, w, b, dzdy=None, *args, **opts):
     return dx, dw, db
 
 
-def vl_nnconvt(x, w, b, dzdy=None, *args, **opts):
+def vl_nnconvt(x, w, b, *args, dzdy=None, **opts):
     """CNN convolution transpose ("deconvolution").
 
     ``Y = vl_nnconvt(X, F, B)`` is the transpose of ``vl_nnconv``: it equals
@@ -614,7 +614,7 @@ def vl_nnconvt(x, w, b, dzdy=None, *args, **opts):
     fname = "vl_nnconvt"
     if isinstance(b, str):
         raise TypeError(f"{fname}: expected at least 3 arguments (x, w, b); got option '{b}' as b")
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     o = parse_options(fname, args, opts, {"Upsample": 1, "Crop": 0, "NumGroups": 1},
                       flags=("NoDerData", "NoDerFilters", "NoDerBiases"), gpu=True)
     upsample = as_pair(o.Upsample, fname, "Upsample", 1)

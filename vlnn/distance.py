@@ -47,7 +47,7 @@ def _real_array(value, fname, name, xp):
     return xp.asarray(value)
 
 
-def vl_nnpdist(x, x0, p, dzdy=None, *args, **opts):
+def vl_nnpdist(x, x0, p, *args, dzdy=None, **opts):
     """CNN p-distance from a target.
 
     ``Y = vl_nnpdist(X, X0, P)`` computes, at every pixel, the ``P``-distance
@@ -120,7 +120,7 @@ def vl_nnpdist(x, x0, p, dzdy=None, *args, **opts):
         ``DX`` is summed back if ``x`` was the broadcast one.
     """
     fname = "vl_nnpdist"
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     o = parse_options(fname, args, opts, {"noRoot": False, "epsilon": 1e-6,
                                           "aggregate": False, "instanceWeights": None})
     p = as_float(p, fname, "p")

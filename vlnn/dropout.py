@@ -4,11 +4,12 @@ import numpy as np
 
 from ._backend import block_tensors, like_shape, shape4
 from ._options import as_float, as_int, parse_options, split_derivative
+from .rng import random_generator_for
 
-# The generator used when no ``rng`` option is given (NumPy data).  Pass
-# ``rng=`` (a seed or a Generator) for reproducible masks; CuPy data use
-# CuPy's global random state (``cupy.random.seed``) instead.
-DEFAULT_RNG = np.random.default_rng()
+# Deprecated: the masks draw from vlnn.rng (vlnn.set_random_seed,
+# vlnn.set_random_generator).  Kept only because simplenn.train still installs
+# its epoch generator here; None (the default) means vlnn.rng's generator.
+DEFAULT_RNG = None
 
 
 def _seed(value, fname):
@@ -38,18 +39,16 @@ def _uniform(rng, shape, xp, fname):
     """Uniform ``[0, 1)`` samples of ``shape`` in single precision (as
     MatConvNet's ``rand(size(x), 'single')``), drawn by the array module of
     the data."""
+    if rng is None:
+        rng = DEFAULT_RNG if DEFAULT_RNG is not None else random_generator_for(xp)
     if xp is np:
-        if rng is None:
-            rng = DEFAULT_RNG
-        elif not isinstance(rng, np.random.Generator):
+        if not isinstance(rng, np.random.Generator):
             rng = np.random.default_rng(_seed(rng, fname))
         return rng.random(shape, dtype=np.float32)
     # CuPy: draw on the device.  A NumPy Generator only draws the seed of a
     # CuPy RandomState, so a seeded one still gives reproducible masks there
     # (not the masks it would give for NumPy data).
-    if rng is None:
-        rng = xp.random.get_random_state()
-    elif isinstance(rng, np.random.Generator):
+    if isinstance(rng, np.random.Generator):
         rng = xp.random.RandomState(int(rng.integers(2 ** 63 - 1)))
     elif not isinstance(rng, _device_generators(xp)):
         rng = xp.random.RandomState(_seed(rng, fname))
@@ -58,7 +57,7 @@ def _uniform(rng, shape, xp, fname):
     return rng.random(shape, dtype=np.float32)
 
 
-def vl_nndropout(x, dzdy=None, *args, **opts):
+def vl_nndropout(x, *args, dzdy=None, **opts):
     """CNN dropout (inverted: no test-time rescaling is needed).
 
     ``Y, MASK = vl_nndropout(X)`` zeroes each element of ``X`` with
@@ -89,14 +88,15 @@ def vl_nndropout(x, dzdy=None, *args, **opts):
     rng : numpy.random.Generator or int, default None
         Source of the random mask (an extension of MatConvNet, which uses
         MATLAB's global generator).  An integer is a seed: the same seed
-        gives the same mask.  ``None`` uses this module's ``DEFAULT_RNG``
-        (``vlnn.dropout.DEFAULT_RNG``, a ``numpy.random.Generator``).
-        For CuPy data the mask is drawn on the device with ``cupy.random``:
-        an integer seeds a ``cupy.random.RandomState``, a NumPy Generator
-        draws the seed of one, a CuPy ``RandomState`` or ``Generator`` is
-        used directly, and ``None`` uses CuPy's global random state.  A seed
-        reproduces a mask on the same kind of device; CPU and GPU masks of
-        one seed differ.
+        gives the same mask.  ``None`` draws from the blocks' random state,
+        seeded with ``vlnn.set_random_seed(seed)`` (MATLAB's ``rng(seed)``)
+        and exchanged with ``vlnn.set_random_generator`` (see
+        :mod:`vlnn.rng`).  For CuPy data the mask is drawn on the device
+        with ``cupy.random``: an integer seeds a ``cupy.random.RandomState``,
+        a NumPy Generator draws the seed of one, a CuPy ``RandomState`` or
+        ``Generator`` is used directly, and ``None`` uses the CuPy state that
+        ``vlnn.rng`` seeds from its generator.  A seed reproduces a mask on
+        the same kind of device; CPU and GPU masks of one seed differ.
 
     Returns
     -------
@@ -112,7 +112,7 @@ def vl_nndropout(x, dzdy=None, *args, **opts):
         DX = MASK * DZDY
     """
     fname = "vl_nndropout"
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     o = parse_options(fname, args, opts, {"rate": 0.5, "mask": None, "rng": None})
     rate = as_float(o.rate, fname, "rate")
     if not 0 <= rate < 1:

@@ -137,7 +137,7 @@ def _softmaxlog_derivative(x4, index, scale, xp):
     return ex
 
 
-def vl_nnsoftmaxloss(x, c, dzdy=None, *args, **opts):
+def vl_nnsoftmaxloss(x, c, *args, dzdy=None, **opts):
     """CNN combined softmax and logistic loss (deprecated in MatConvNet in
     favour of ``vl_nnloss``, kept for old networks).
 
@@ -181,7 +181,7 @@ def vl_nnsoftmaxloss(x, c, dzdy=None, *args, **opts):
         (labels ``<= 0`` are ignored here, only ``0`` there).
     """
     fname = "vl_nnsoftmaxloss"
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     if dzdy is not None and np.size(dzdy) == 0:
         dzdy = None        # MATLAB's []: the forward form (API.md)
     o = parse_options(fname, args, opts, {"normalise": True})
@@ -317,7 +317,7 @@ def _binary_derivative(loss, x4, labels, p, xp):
     return -p * labels * (labels * x4 < 1)    # hinge
 
 
-def vl_nnloss(x, c, dzdy=None, *args, **opts):
+def vl_nnloss(x, c, *args, dzdy=None, **opts):
     """CNN categorical or attribute loss.
 
     ``Y = vl_nnloss(X, C)`` computes the loss incurred by the prediction
@@ -471,7 +471,7 @@ def vl_nnloss(x, c, dzdy=None, *args, **opts):
     real label as a scale of the margin, as in MatConvNet.
     """
     fname = "vl_nnloss"
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     o = parse_options(fname, args, opts, {
         "loss": "softmaxlog", "instanceWeights": None, "classWeights": None,
         "threshold": 0, "topK": 5, "normalise": True})

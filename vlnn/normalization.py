@@ -146,7 +146,7 @@ def _channel_window_sum(a, before, after, xp, out):
 # ---------------------------------------------------------------------------
 # vl_nnnormalize
 
-def vl_nnnormalize(x, param, dzdy=None, *args, **opts):
+def vl_nnnormalize(x, param, *args, dzdy=None, **opts):
     """CNN Local Response Normalisation (LRN) across channels.
 
     ``Y = vl_nnnormalize(X, PARAM)`` normalises each element of ``X`` by the
@@ -202,7 +202,7 @@ def vl_nnnormalize(x, param, dzdy=None, *args, **opts):
     """
     fname = "vl_nnnormalize"
     _require_param(param, fname)
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     parse_options(fname, args, opts, {}, gpu=True)
     values = numbers_of(param, fname, "param [N, KAPPA, ALPHA, BETA]", (4,))
     size = values[0]
@@ -252,7 +252,7 @@ def vl_nnnormalize(x, param, dzdy=None, *args, **opts):
 # ---------------------------------------------------------------------------
 # vl_nnnormalizelp
 
-def vl_nnnormalizelp(x, dzdy=None, *args, return_norms=False, **opts):
+def vl_nnnormalizelp(x, *args, dzdy=None, return_norms=False, **opts):
     """CNN Lp normalisation.
 
     ``Y = vl_nnnormalizelp(X)`` divides ``X`` by its Lp norm taken over the
@@ -320,7 +320,7 @@ def vl_nnnormalizelp(x, dzdy=None, *args, return_norms=False, **opts):
     >>> y = vl_nnnormalizelp(x, 'p', 4, 'spatial')            # MATLAB style
     """
     fname = "vl_nnnormalizelp"
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     o = parse_options(fname, args, opts,
                       {"Exponent": None, "P": None, "Epsilon": 0.01, "Dimensions": None,
                        "Norms": None},
@@ -386,7 +386,7 @@ def vl_nnnormalizelp(x, dzdy=None, *args, return_norms=False, **opts):
 # ---------------------------------------------------------------------------
 # vl_nnspnorm
 
-def vl_nnspnorm(x, param, dzdy=None, *args, **opts):
+def vl_nnspnorm(x, param, *args, dzdy=None, **opts):
     """CNN spatial normalisation.
 
     ``Y = vl_nnspnorm(X, PARAM)`` divides each element of ``X`` by the
@@ -432,7 +432,7 @@ def vl_nnspnorm(x, param, dzdy=None, *args, **opts):
     """
     fname = "vl_nnspnorm"
     _require_param(param, fname)
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     parse_options(fname, args, opts, {})
     values = numbers_of(param, fname, "param [PH, PW, ALPHA, BETA]", (4,))
     window = int_vector(values[:2], fname, "the window size param[0:2] = [PH, PW]", (2,), 1)
@@ -466,7 +466,7 @@ def vl_nnspnorm(x, param, dzdy=None, *args, **opts):
 # ---------------------------------------------------------------------------
 # vl_nnnoffset
 
-def vl_nnnoffset(x, param, dzdy=None, *args, **opts):
+def vl_nnnoffset(x, param, *args, dzdy=None, **opts):
     """CNN norm-dependent offset.
 
     ``Y = vl_nnnoffset(X, PARAM)`` subtracts from each element of ``X`` a
@@ -507,7 +507,7 @@ def vl_nnnoffset(x, param, dzdy=None, *args, **opts):
     """
     fname = "vl_nnnoffset"
     _require_param(param, fname)
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     parse_options(fname, args, opts, {})
     weight, exponent = (float(v) for v in numbers_of(param, fname, "param [A, B]", (2,)))
     xp, _, (x, dzdy) = block_tensors(fname, x=x, dzdy=dzdy)
@@ -537,7 +537,7 @@ def _channel_vector(a, c, fname, name):
     return a.reshape(-1, order="F")
 
 
-def vl_nnbnorm(x, g, b, dzdy=None, *args, return_moments=False, **opts):
+def vl_nnbnorm(x, g, b, *args, dzdy=None, return_moments=False, **opts):
     """CNN batch normalisation.
 
     ``Y = vl_nnbnorm(X, G, B)`` normalises each channel of ``X`` by the
@@ -611,7 +611,7 @@ def vl_nnbnorm(x, g, b, dzdy=None, *args, return_moments=False, **opts):
         if isinstance(value, str):
             raise TypeError(
                 f"{fname}: expected at least 3 arguments (x, g, b); got option '{value}' as {name}")
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     o = parse_options(fname, args, opts, {"Epsilon": 1e-4, "Moments": None}, gpu=True)
     epsilon = as_float(o.Epsilon, fname, "Epsilon")
     xp, _, (x, g, b, dzdy, given) = block_tensors(fname, x=x, g=g, b=b, dzdy=dzdy,

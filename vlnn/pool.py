@@ -12,7 +12,7 @@ def _window_counts(xp, dtype, size, out, window, stride, pad_before):
     return (xp.minimum(start + window, size) - xp.maximum(start, 0)).astype(dtype)
 
 
-def vl_nnpool(x, pool, dzdy=None, *args, **opts):
+def vl_nnpool(x, pool, *args, dzdy=None, **opts):
     """CNN max and average pooling.
 
     ``Y = vl_nnpool(X, POOL)`` pools each channel of ``X`` over windows of
@@ -56,7 +56,7 @@ def vl_nnpool(x, pool, dzdy=None, *args, **opts):
     fname = "vl_nnpool"
     if isinstance(pool, str) or pool is None:
         raise TypeError(f"{fname}: expected at least 2 arguments (x, pool); got {pool!r} as pool")
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     o = parse_options(fname, args, opts, {"Stride": 1, "Pad": 0, "Method": "max"}, gpu=True)
     ph, pw = (lambda v: (v[0], v[0]) if len(v) == 1 else v)(
         int_vector(pool, fname, "pool", (1, 2), 1))

@@ -13,7 +13,8 @@ atomic scatter-add.
 
 import numpy as np
 
-from ._backend import block_tensors, check_derivative, from_nhwc, like_shape, to4d, to_nhwc
+from ._backend import (FLOAT_TYPES, block_tensors, check_derivative, from_nhwc, get_array_module,
+                       like_shape, to4d, to_nhwc)
 from ._options import as_pair, numbers_of, parse_options, split_derivative
 
 # Upper bound (elements) on one gathered block of ROI tiles, raised to the
@@ -61,7 +62,7 @@ def _host(a):
 # ---------------------------------------------------------------------------
 # vl_nnbilinearsampler
 
-def vl_nnbilinearsampler(x, grid, dzdy=None, *args, **opts):
+def vl_nnbilinearsampler(x, grid, *args, dzdy=None, **opts):
     """CNN spatial bilinear resampling.
 
     ``Y = vl_nnbilinearsampler(X, GRID)`` resamples the images ``X`` at the
@@ -138,7 +139,7 @@ def vl_nnbilinearsampler(x, grid, dzdy=None, *args, **opts):
     True
     """
     fname = "vl_nnbilinearsampler"
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     parse_options(fname, args, opts, {}, gpu=True)
     xp, dtype, (x, grid, dzdy) = block_tensors(fname, required=("x", "grid"),
                                                x=x, grid=grid, dzdy=dzdy)
@@ -229,6 +230,26 @@ def _transform_matrix(value, fname):
     return np.array([su, 0.0, 0.0, sv, 1.0 - su, 1.0 - sv])
 
 
+def _roi_array(rois, x, fname):
+    """ROIs as any real numeric array or nested list (MATLAB passes doubles
+    holding integers), converted to the data's dtype and array module.
+
+    ``None`` and ``x`` of no float dtype are passed through for the block's
+    own checks to report."""
+    if rois is None or getattr(x, "dtype", None) not in FLOAT_TYPES:
+        return rois
+    xp = get_array_module(x, rois)
+    if not hasattr(rois, "dtype"):
+        try:
+            rois = np.asarray(rois)
+        except Exception:  # ragged nested lists
+            raise ValueError(f"{fname}: rois must be a real numeric array, got {rois!r}") from None
+    if rois.dtype.kind not in "iuf":
+        raise ValueError(f"{fname}: rois must be real numeric, got dtype {rois.dtype} "
+                         f"(shape {tuple(rois.shape)})")
+    return xp.asarray(rois, dtype=x.dtype)
+
+
 def _roi_tiles(rois, dtype, h, w, n, sub_h, sub_w, transform):
     """Tile geometry of every ROI (host arrays, ``K*SH*SW`` tiles in
     ``(roi, tile row, tile column)`` order): image, first row, first column,
@@ -308,7 +329,7 @@ def _first_hit(xp, hits):
     return size - weighted.max(axis=1).astype(xp.intp)
 
 
-def vl_nnroipool(x, rois, dzdy=None, *args, **opts):
+def vl_nnroipool(x, rois, *args, dzdy=None, **opts):
     """CNN region-of-interest pooling.
 
     ``Y = vl_nnroipool(X, ROIS)`` max-pools each region of interest of
@@ -320,7 +341,9 @@ def vl_nnroipool(x, rois, dzdy=None, *args, **opts):
     Parameters
     ----------
     x : array, ``H x W x C x N``
-    rois : array with ``5K`` elements (K >= 1), same dtype as ``x``
+    rois : array or nested list with ``5K`` elements (K >= 1)
+        Any real numeric type (MATLAB passes doubles holding integers);
+        converted to ``x``'s dtype.
         Read in column-major order as ``K`` columns ``[t, u1, v1, u2, v2]``
         (a ``5 x K`` array, or a flat vector): ``t`` is the 1-based image
         index (truncated, then clamped to ``1..N``), ``(u1, v1)`` and
@@ -403,9 +426,10 @@ def vl_nnroipool(x, rois, dzdy=None, *args, **opts):
     fname = "vl_nnroipool"
     if isinstance(rois, str):
         raise TypeError(f"{fname}: expected at least 2 arguments (x, rois); got {rois!r} as rois")
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     o = parse_options(fname, args, opts,
                       {"Method": "max", "Subdivisions": [1, 1], "Transform": 1}, gpu=True)
+    rois = _roi_array(rois, x, fname)
     method = o.Method.lower() if isinstance(o.Method, str) else o.Method
     if method not in ("max", "avg"):
         raise ValueError(f"{fname}: Method must be 'max' or 'avg', got {o.Method!r}")

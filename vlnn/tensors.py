@@ -62,7 +62,7 @@ def _cat_shape(fname, shapes, names, axis):
     return ref[:axis] + (sum(s[axis] for s in shapes),) + ref[axis + 1:]
 
 
-def vl_nnconcat(inputs, dim=3, dzdy=None, *args, **opts):
+def vl_nnconcat(inputs, dim=3, *args, dzdy=None, **opts):
     """CNN concatenation of several arrays along one dimension.
 
     ``Y = vl_nnconcat(INPUTS, DIM)`` concatenates the arrays of the list
@@ -109,7 +109,7 @@ def vl_nnconcat(inputs, dim=3, dzdy=None, *args, **opts):
         with ``s_i`` the sum of the sizes of the inputs before ``i``.
     """
     fname = "vl_nnconcat"
-    dzdy, args = split_derivative(dzdy, args)
+    dzdy, args = split_derivative(fname, args, dzdy)
     o = parse_options(fname, args, opts, {"inputSizes": None})
     dim = 3 if dim is None else as_int(dim, fname, "dim", minimum=1)
     axis = dim - 1
@@ -171,7 +171,7 @@ def vl_nnconcat(inputs, dim=3, dzdy=None, *args, **opts):
     return derivatives
 
 
-def vl_nncrop(x, crop, dzdy=None, input_size=None):
+def vl_nncrop(x, crop, *args, dzdy=None, input_size=None):
     """CNN spatial crop.
 
     ``Y = vl_nncrop(X, CROP)`` removes ``CROP = [TOP, BOTTOM, LEFT, RIGHT]``
@@ -203,6 +203,16 @@ def vl_nncrop(x, crop, dzdy=None, input_size=None):
         region.
     """
     fname = "vl_nncrop"
+    # MatConvNet's positional tail is (dzdy, inputSize); it takes no options
+    dzdy, args = split_derivative(fname, args, dzdy)
+    if args and isinstance(args[0], str):
+        raise TypeError(f"{fname}: takes no options, got {args[0]!r}")
+    if len(args) > 1 or (args and input_size is not None):
+        raise TypeError(f"{fname}: expected at most (x, crop, dzdy, input_size); "
+                        f"got {len(args) + 1} arguments after crop"
+                        f"{' and input_size=' if input_size is not None else ''}")
+    if args:
+        input_size = args[0]
     top, bottom, left, right = as_quad(crop, fname, "crop", minimum=0)
     # x may be empty in backward mode, given input_size
     xp, _, (x, dzdy) = block_tensors(fname, required=(), x=x, dzdy=dzdy)
