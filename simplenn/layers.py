@@ -382,12 +382,10 @@ def _custom_function(layer, i, which):
     """A custom layer's ``forward`` or ``backward``, which must be callable."""
     function = field(layer, which, i)
     if not callable(function):
-        name = layer.get("name")
-        label = f" '{name}'" if isinstance(name, str) and name else ""
         value = f" {function!r}" if isinstance(function, str) else ""
         raise TypeError(
-            f"vl_simplenn: layer {i + 1}{label} (net.layers[{i}]) is a custom layer whose "
-            f"'{which}' must be callable, got {type(function).__name__}{value}")
+            f"vl_simplenn: {layer_label(i, layer)} is a custom layer whose '{which}' must be "
+            f"callable, got {type(function).__name__}{value}")
     return function
 
 
