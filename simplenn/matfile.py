@@ -591,11 +591,41 @@ def _flag(attrs, name):
     return value is not None and bool(np.any(np.asarray(value)))
 
 
-def _stored(dataset, where, kind):
+class _Budget:
+    """What reading one v7.3 file may still take: ``left`` bytes (deflate's
+    largest ratio times the file's size), each dataset read once (``seen``:
+    references to it share its data), each value visited costing
+    ``_VALUE_COST`` (so references cannot multiply a small file into a huge
+    tree of values)."""
+
+    __slots__ = ("left", "seen")
+
+    def __init__(self, size):
+        self.left = _MAX_INFLATION * size + (1 << 16)
+        self.seen = {}
+
+    def charge(self, nbytes, where):
+        self.left -= nbytes
+        if self.left < 0:
+            raise MatFileError(
+                f"{where}: the file's values add up to more than {_MAX_INFLATION} times its "
+                "size (references reaching the same values over and over)")
+
+
+# Every MATLAB value of a v7.3 file is an HDF5 object of a few hundred bytes
+# at least, so a file of N bytes holds well under N / 200 values; references
+# that reach more than (1032 N) / 16 KiB = N / 16 values multiply values.
+_VALUE_COST = 1 << 14
+
+
+def _stored(dataset, where, kind, budget):
     """``dataset[()]``, once its declared size is known to be backed by the
     file: at most what its stored bytes hold (inflated at deflate's largest
     ratio when the dataset is compressed).  A crafted file declaring huge
-    dimensions over no data (HDF5 reads fill values) is refused."""
+    dimensions over no data (HDF5 reads fill values) is refused; a dataset
+    reached again is not read again (``budget``, a :class:`_Budget`)."""
+    if dataset.id in budget.seen:
+        return budget.seen[dataset.id]
     declared = dataset.size * dataset.dtype.itemsize
     if declared > 4096:   # a few values may sit in the object header
         stored = dataset.id.get_storage_size()
@@ -604,25 +634,28 @@ def _stored(dataset, where, kind):
             shape = " x ".join(map(str, reversed(dataset.shape)))
             raise MatFileError(f"{where}: declares a {shape} {kind} array ({declared} bytes) "
                                f"but the file holds {stored} bytes of it")
-    return dataset[()]
+    budget.charge(declared, where)
+    data = budget.seen[dataset.id] = dataset[()]
+    return data
 
 
-def _from_h5(obj, h5file, h5py, where, depth=1):
+def _from_h5(obj, h5file, h5py, where, budget, depth=1):
     if depth > MAX_DEPTH:
         raise MatFileError(
             f"{where}: values nested more than {MAX_DEPTH} deep (cells in cells or structs in "
             "structs); no network is nested that deep")
+    budget.charge(_VALUE_COST, where)
     cls = _attr_text(obj.attrs.get("MATLAB_class"))
     if isinstance(obj, h5py.Group):
         if _flag(obj.attrs, "MATLAB_empty"):
             return MatStruct((0, 0), _field_names(obj), [])
         if "MATLAB_sparse" in obj.attrs:
-            return _sparse(obj, cls, where)
+            return _sparse(obj, cls, where, budget)
         names = _field_names(obj)
         members = [obj[name] for name in names]
         if members and all(isinstance(m, h5py.Dataset) and h5py.check_ref_dtype(m.dtype)
                            and "MATLAB_class" not in m.attrs for m in members):
-            refs = [_matlab_layout(_stored(m, f"{where}.{name}", "struct"))
+            refs = [_matlab_layout(_stored(m, f"{where}.{name}", "struct", budget))
                     for name, m in zip(names, members)]
             shape = refs[0].shape
             if any(r.shape != shape for r in refs):
@@ -631,11 +664,11 @@ def _from_h5(obj, h5file, h5py, where, depth=1):
             count = flat[0].size
             records = [{name: _deref(flat[j][i], h5file, h5py,
                                      f"{where}({i + 1}).{name}" if count > 1
-                                     else f"{where}.{name}", depth)
+                                     else f"{where}.{name}", budget, depth)
                         for j, name in enumerate(names)} for i in range(count)]
             return MatStruct(shape, names, records)
         return MatStruct((1, 1), names, [{name: _from_h5(m, h5file, h5py, f"{where}.{name}",
-                                                         depth + 1)
+                                                         budget, depth + 1)
                                           for name, m in zip(names, members)}])
     if not isinstance(obj, h5py.Dataset):
         raise MatFileError(f"{where}: unsupported HDF5 object {obj.name}")
@@ -650,12 +683,12 @@ def _from_h5(obj, h5file, h5py, where, depth=1):
     if cls == "function_handle":
         return MatOpaque("function_handle", "(stored in a v7.3 file)")
     if h5py.check_ref_dtype(obj.dtype):
-        refs = _matlab_layout(_stored(obj, where, "cell"))
-        return MatCell(refs.shape, [_deref(r, h5file, h5py, f"{where}{{{i + 1}}}", depth)
-                                    for i, r in enumerate(refs.ravel(order="F"))])
+        refs = _matlab_layout(_stored(obj, where, "cell", budget))
+        return MatCell(refs.shape, [_deref(r, h5file, h5py, f"{where}{{{i + 1}}}", budget,
+                                           depth) for i, r in enumerate(refs.ravel(order="F"))])
     if cls is not None and cls not in _CLASS_DTYPES and cls != "char":
         return MatOpaque("object", f"a MATLAB object of class '{cls}'")
-    data = _matlab_layout(_stored(obj, where, cls or "numeric"))
+    data = _matlab_layout(_stored(obj, where, cls or "numeric", budget))
     if cls == "char":
         return _chars(data)
     if data.dtype.names:
@@ -672,10 +705,10 @@ def _from_h5(obj, h5file, h5py, where, depth=1):
     return data
 
 
-def _deref(ref, h5file, h5py, where, depth):
+def _deref(ref, h5file, h5py, where, budget, depth):
     if not ref:  # null reference
         return np.zeros((0, 0))
-    return _from_h5(h5file[ref], h5file, h5py, where, depth + 1)
+    return _from_h5(h5file[ref], h5file, h5py, where, budget, depth + 1)
 
 
 def _checked_sparse(matrix, where):
@@ -688,16 +721,16 @@ def _checked_sparse(matrix, where):
     return matrix
 
 
-def _sparse(group, cls, where):
+def _sparse(group, cls, where, budget):
     import scipy.sparse
 
     nrows = int(np.asarray(group.attrs["MATLAB_sparse"]).ravel()[0])
-    jc = np.asarray(_stored(group["jc"], f"{where} (column starts)", "sparse")).ravel()
+    jc = np.asarray(_stored(group["jc"], f"{where} (column starts)", "sparse", budget)).ravel()
     ncols = jc.size - 1
     dtype = np.dtype(_CLASS_DTYPES.get(cls, np.float64))
     if "data" in group:
-        data = np.asarray(_stored(group["data"], f"{where} (values)", "sparse")).ravel()
-        ir = np.asarray(_stored(group["ir"], f"{where} (row indices)", "sparse")).ravel()
+        data = np.asarray(_stored(group["data"], f"{where} (values)", "sparse", budget)).ravel()
+        ir = np.asarray(_stored(group["ir"], f"{where} (row indices)", "sparse", budget)).ravel()
     else:
         data, ir = np.zeros(0, dtype), np.zeros(0, dtype=np.int64)
     if data.dtype.names:
@@ -719,8 +752,9 @@ def _read_v73(path):
             f"{path} is a MAT v7.3 (HDF5) file; reading it needs h5py "
             "(pip install h5py, or the optional extra: pip install 'vlnn[h5]')") from None
     try:
+        budget = _Budget(os.path.getsize(path))
         with h5py.File(path, "r") as h5file:
-            return {name: _from_h5(h5file[name], h5file, h5py, name) for name in h5file
+            return {name: _from_h5(h5file[name], h5file, h5py, name, budget) for name in h5file
                     if not name.startswith("#")}
     except MatFileError as exc:
         raise ValueError(f"{path}: {exc}") from None

@@ -514,3 +514,40 @@ def test_a_custom_layer_with_a_missing_backward_callable():
 def test_read_mat_gives_the_variables(tmp_path):
     path = write(tmp_path, relu_layers())
     assert sorted(read_mat(path)) == ["layers"]
+
+
+def test_v73_references_repeating_one_dataset(tmp_path):
+    # 1 MB of data, reached 300 times: read once, shared (not 300 MB)
+    def build(f, h5py):
+        block = f["#refs#"].create_dataset("block", data=np.ones((512, 256)))
+        block.attrs["MATLAB_class"] = np.bytes_("double")
+        meta = f.create_group("meta")
+        meta.attrs["MATLAB_class"] = np.bytes_("struct")
+        many = meta.create_dataset("many", data=np.full((300, 1), block.ref, h5py.ref_dtype))
+        many.attrs["MATLAB_class"] = np.bytes_("cell")
+
+    tracemalloc.start()
+    try:
+        net = load_net(v73(tmp_path, build))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(net.meta.many) == 300 and np.shares_memory(net.meta.many[0], net.meta.many[-1])
+    assert peak < 64 << 20
+
+
+def test_v73_references_multiplying_values(tmp_path):
+    # each level holds 16 references to the level below: 16 ** 6 values
+    def build(f, h5py):
+        below = f["#refs#"].create_dataset("leaf", data=np.ones((1, 1)))
+        below.attrs["MATLAB_class"] = np.bytes_("double")
+        for level in range(6):
+            node = f["#refs#"].create_dataset(f"n{level}",
+                                              data=np.full((16, 1), below.ref, h5py.ref_dtype))
+            node.attrs["MATLAB_class"] = np.bytes_("cell")
+            below = node
+        meta = f.create_dataset("meta", data=np.array([[below.ref]], h5py.ref_dtype))
+        meta.attrs["MATLAB_class"] = np.bytes_("cell")
+
+    load_within(v73(tmp_path, build), match=r"crafted73\.mat: meta.*values add up to more than "
+                                            r"1032 times its size")
