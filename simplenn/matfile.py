@@ -23,6 +23,7 @@ import math
 import numbers
 import os
 import re
+import struct
 import warnings
 import zlib
 from collections.abc import Mapping
@@ -229,6 +230,7 @@ _MAX_DIMS = 32          # dimensions of one array (scipy's limit too)
 _FIELDLESS_LIMIT = 1024  # elements of a struct array without fields
 _BLANK_CHAR_LIMIT = 1024  # characters of a char array stored without data
 _MAX_INFLATION = 1032   # deflate's largest ratio of output to input bytes
+_FILE_BYTES_PER_VALUE = 16   # a MAT v5 value takes 8 bytes or more, 48 usually
 _CHUNK = 1 << 20
 
 # MAT v5 data types (MATLAB's "MAT-File Format", table 1-1) and their sizes
@@ -256,7 +258,7 @@ class _Region:
     def __init__(self, stream, length, compressed):
         self.stream, self.left, self.pos = stream, length, 0
         self.inflater = zlib.decompressobj() if compressed else None
-        self.pending = b""
+        self.pending, self.offset = b"", 0   # inflated bytes not yet taken
 
     def _some(self, n):
         """Up to ``n`` (> 0) next bytes; ``b""`` at the end."""
@@ -264,7 +266,7 @@ class _Region:
             data = self.stream.read(min(n, self.left, _CHUNK))
             self.left -= len(data)
             return data
-        while not self.pending:
+        while self.offset == len(self.pending):
             if self.inflater.eof:
                 return b""
             feed = self.inflater.unconsumed_tail
@@ -276,10 +278,11 @@ class _Region:
                     return b""
                 self.left -= len(feed)
             try:
-                self.pending = self.inflater.decompress(feed, _CHUNK)
+                self.pending, self.offset = self.inflater.decompress(feed, _CHUNK), 0
             except zlib.error as exc:
                 raise MatFileError(f"corrupt compressed data ({exc})") from None
-        data, self.pending = self.pending[:n], self.pending[n:]
+        data = self.pending[self.offset:self.offset + n]
+        self.offset += len(data)
         return data
 
     def read(self, n):
@@ -313,9 +316,13 @@ class _V5Scan:
     """Walks every element of a MAT v5 file, checking what each declares
     against the bytes that are there, before scipy allocates anything."""
 
-    def __init__(self, order):
+    def __init__(self, order, size):
         self.u4 = np.dtype(order + "u4")
         self.i4 = np.dtype(order + "i4")
+        self.tag_format = struct.Struct(order + "II")
+        # every value becomes Python objects of ~100 bytes or more: a small
+        # compressed file of millions of empty cells would take gigabytes
+        self.values_limit = self.values_left = max(1 << 14, size // _FILE_BYTES_PER_VALUE)
 
     def tag(self, region, end, where, check=True):
         """``(type, nbytes, small_data)`` of the element at the current
@@ -324,12 +331,13 @@ class _V5Scan:
         the tag), else None."""
         if end - region.pos < 8:
             raise MatFileError(f"{where}: truncated element")
-        first, second = np.frombuffer(region.read(8), self.u4).tolist()
+        raw = region.read(8)
+        first, second = self.tag_format.unpack(raw)
         if first >> 16:   # small data element: type and size in one word
             mtype, nbytes = first & 0xFFFF, first >> 16
             if nbytes > 4:
                 raise MatFileError(f"{where}: malformed small data element")
-            return mtype, nbytes, np.array([second], self.u4).tobytes()[:nbytes]
+            return mtype, nbytes, raw[4:4 + nbytes]
         if check and second > end - region.pos:
             raise MatFileError(
                 f"{where}: an element declares {second} bytes but only {end - region.pos} "
@@ -372,6 +380,11 @@ class _V5Scan:
             raise MatFileError(
                 f"{where}: values nested more than {MAX_DEPTH} deep (cells in cells or "
                 "structs in structs); no network is nested that deep")
+        self.values_left -= 1
+        if self.values_left < 0:
+            raise MatFileError(
+                f"{where or 'top level'}: the file holds more than {self.values_limit} values "
+                f"(at most one per {_FILE_BYTES_PER_VALUE} bytes of file are accepted)")
         stop = region.pos + nbytes
         if stop > end:   # a variable's tag, not yet checked: name it first
             left = end - region.pos
@@ -484,7 +497,7 @@ def _scan_v5(path):
         header = stream.read(128)
         if len(header) < 128 or header[126:128] not in (b"IM", b"MI"):
             raise MatFileError("not a MAT v5 file (malformed header)")
-        scan = _V5Scan("<" if header[126:128] == b"IM" else ">")
+        scan = _V5Scan("<" if header[126:128] == b"IM" else ">", size)
         top = _Region(stream, size - 128, compressed=False)
         end = size - 128
         try:

@@ -551,3 +551,26 @@ def test_v73_references_multiplying_values(tmp_path):
 
     load_within(v73(tmp_path, build), match=r"crafted73\.mat: meta.*values add up to more than "
                                             r"1032 times its size")
+
+
+def test_a_million_empty_cells_in_a_small_compressed_file(tmp_path):
+    # a million empty values inflate to 8 MB from about 8 KB: each would
+    # become Python objects (gigabytes) if scipy read them.  (At most 16384
+    # values, or one per 16 bytes of a larger file.)
+    empty = struct.pack("<II", MI_MATRIX, 0)
+    body = cell("meta", [1, 10 ** 6])
+    data = zlib.compressobj()
+    packed = data.compress(struct.pack("<II", MI_MATRIX, len(body) - 8 + 8 * 10 ** 6)
+                           + body[8:])
+    chunk = empty * 65536
+    for _ in range(10 ** 6 // 65536):
+        packed += data.compress(chunk)
+    packed += data.compress(empty * (10 ** 6 % 65536)) + data.flush()
+    path = write(tmp_path, relu_layers(),
+                 struct.pack("<II", MI_COMPRESSED, len(packed)) + packed)
+    assert os.path.getsize(path) < 20000
+    # refused by the scan, before scipy reads anything (tracemalloc would
+    # only slow the scan down here)
+    with pytest.raises(ValueError, match=r"crafted\.mat: meta\{\d+\}: the file holds more "
+                                         r"than 16384 values \(at most one per 16 bytes"):
+        load_net(path)
