@@ -157,7 +157,9 @@ class ConvTranspose(Layer):
 
     ``dagnn.ConvTranspose('size', [4 4 21 21], 'upsample', 2, 'crop', 1)``.
     Parameters: the filters ``FH x FW x K x C`` and, with ``hasBias``, the
-    ``K * numGroups`` biases.
+    ``K * numGroups`` biases.  The output has ``K * numGroups`` channels:
+    ``getOutputSizes``, ``getParamSizes`` and ``initParams`` count them so
+    (MatConvNet's use ``K``, which is the same for one group).
 
     Properties
     ----------
@@ -203,12 +205,13 @@ class ConvTranspose(Layer):
         return [dx], [dw, db]
 
     def getOutputSizes(self, inputSizes):
-        """``[UY (H - 1) + FH - TOP - BOTTOM, UX (W - 1) + FW - LEFT - RIGHT, K, N]``."""
+        """``[UY (H - 1) + FH - TOP - BOTTOM, UX (W - 1) + FW - LEFT - RIGHT,
+        K * numGroups, N]``."""
         size = [float(s) for s in inputSizes[0]]
         up, crop, ks = self.upsample, self.crop, self.size
         return [size_row([up[0] * (size[0] - 1) + ks[0] - crop[0] - crop[1],
                           up[1] * (size[1] - 1) + ks[1] - crop[2] - crop[3],
-                          ks[2], size[3]])]
+                          ks[2] * self.numGroups, size[3]])]
 
     def getReceptiveFields(self):
         """Fractional fields: size ``(F - 1) / U + 1``, stride ``1 / U``,
@@ -220,20 +223,22 @@ class ConvTranspose(Layer):
             [(2 * crop[2 * i] - ks[i] + 1) / (2 * up[i]) + 1 for i in range(2)])]]
 
     def getParamSizes(self):
-        """``[size, [K, 1]]`` (filters and, with ``hasBias``, biases)."""
+        """``[size, [K * numGroups, 1]]`` (filters and, with ``hasBias``,
+        biases)."""
         sizes = [list(self.size)]
         if self.hasBias:
-            sizes.append([self.size[2], 1])
+            sizes.append([self.size[2] * self.numGroups, 1])
         return sizes
 
     def initParams(self):
         """Filters ``randn(size, 'single') * sqrt(2 / (FH * FW * C))``
-        (from ``vlnn.dropout.DEFAULT_RNG``) and zero biases ``K x 1``."""
+        (from ``vlnn.dropout.DEFAULT_RNG``) and zero biases
+        ``K * numGroups x 1``, single precision."""
         shape = tuple(int(s) for s in self.size)
         scale = np.float32(math.sqrt(2 / (shape[0] * shape[1] * shape[3])))
         params = [_randn(shape) * scale]
         if self.hasBias:
-            params.append(np.zeros((shape[2], 1), np.float32))
+            params.append(np.zeros((shape[2] * int(self.numGroups), 1), np.float32))
         return params
 
 
