@@ -11,5 +11,7 @@ and :mod:`simplenn`, never the other way round.
 from .dagnn import DagNN
 from .io import load_net, save_net
 from .layer import Layer, layer_class, register_layer
+from .layers import *  # noqa: F401,F403  (every block class: dagnn.Conv, ...)
+from .layers import __all__ as _layer_names
 
-__all__ = ["DagNN", "load_net", "save_net", "Layer", "layer_class", "register_layer"]
+__all__ = ["DagNN", "load_net", "save_net", "layer_class", "register_layer", *_layer_names]

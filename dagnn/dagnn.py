@@ -543,21 +543,25 @@ class DagNN:
                 raise ValueError(f"DagNN.rebuild: {layer_label(l, layer.name)} uses the "
                                  f"{kind} '{exc.args[0]}', which the net does not have") from None
 
+        # everything is computed (and checked) before the net is changed
+        indexes = []
         for l, layer in enumerate(self.layers):
-            layer.inputIndexes = lookup(var_index, layer.inputs, "variable", l, layer)
-            layer.outputIndexes = lookup(var_index, layer.outputs, "variable", l, layer)
-            layer.paramIndexes = lookup(param_index, layer.params, "parameter", l, layer)
-            for v in layer.inputIndexes:
+            ins = lookup(var_index, layer.inputs, "variable", l, layer)
+            outs = lookup(var_index, layer.outputs, "variable", l, layer)
+            pars = lookup(param_index, layer.params, "parameter", l, layer)
+            indexes.append((ins, outs, pars))
+            for v in ins:
                 var_fanout[v] += 1
-            for v in layer.outputIndexes:
+            for v in outs:
                 var_fanin[v] += 1
-            for p in layer.paramIndexes:
+            for p in pars:
                 param_fanout[p] += 1
+        order = self._order(indexes, len(self.vars))
+
         for var, fanin, fanout in zip(self.vars, var_fanin, var_fanout):
             var.fanin, var.fanout = fanin, fanout
         for param, fanout in zip(self.params, param_fanout):
             param.fanout = fanout
-
         # dump unused variables and parameters, remap the indexes
         var_keep = [fi + fo > 0 for fi, fo in zip(var_fanin, var_fanout)]
         param_keep = [fo > 0 for fo in param_fanout]
@@ -565,10 +569,10 @@ class DagNN:
         param_remap = _remap(param_keep)
         self.vars = [var for var, keep in zip(self.vars, var_keep) if keep]
         self.params = [param for param, keep in zip(self.params, param_keep) if keep]
-        for l, layer in enumerate(self.layers):
-            layer.inputIndexes = [var_remap[v] for v in layer.inputIndexes]
-            layer.outputIndexes = [var_remap[v] for v in layer.outputIndexes]
-            layer.paramIndexes = [param_remap[p] for p in layer.paramIndexes]
+        for l, (layer, (ins, outs, pars)) in enumerate(zip(self.layers, indexes)):
+            layer.inputIndexes = [var_remap[v] for v in ins]
+            layer.outputIndexes = [var_remap[v] for v in outs]
+            layer.paramIndexes = [param_remap[p] for p in pars]
             object.__setattr__(layer.block, "layerIndex", l)
             if layer.block.net is not self:
                 object.__setattr__(layer.block, "net", self)
@@ -576,20 +580,22 @@ class DagNN:
         self._varNames = {var.name: i for i, var in enumerate(self.vars)}
         self._paramNames = {param.name: i for i, param in enumerate(self.params)}
         self._layerNames = {layer.name: i for i, layer in enumerate(self.layers)}
-        self.executionOrder = self._order()
+        self.executionOrder = order
 
-    def _order(self):
+    def _order(self, indexes, num_vars):
         """MatConvNet's ``getOrder``: the height of each layer (1 + the
         largest height of the layers reading its outputs), sorted in
-        decreasing order, stable.  Iterative, so deep nets need no recursion."""
-        readers = [[] for _ in self.vars]
-        for l, layer in enumerate(self.layers):
-            for v in layer.inputIndexes:
+        decreasing order, stable.  Iterative, so deep nets need no
+        recursion.  ``indexes`` holds each layer's (inputs, outputs, params)
+        variable indexes."""
+        readers = [[] for _ in range(num_vars)]
+        for l, (ins, _, _) in enumerate(indexes):
+            for v in ins:
                 readers[v].append(l)
         children = []
-        for layer in self.layers:
+        for _, outs, _ in indexes:
             seen, kids = set(), []
-            for v in layer.outputIndexes:
+            for v in outs:
                 for child in readers[v]:
                     if child not in seen:
                         seen.add(child)
