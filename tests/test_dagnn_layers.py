@@ -762,3 +762,59 @@ def test_user_defined_layer_registers_saves_and_differentiates():
     with pytest.raises(ValueError, match="No property `tau` for a layer of type "
                                          "`dagnn.LossSmoothL1`"):
         LossSmoothL1("tau", 1)
+
+
+# ---------------------------------------------------------------------------
+# inside a real DagNN
+
+
+def test_batchnorm_attach_makes_the_moments_an_average_param():
+    from dagnn import DagNN
+
+    net = DagNN()
+    net.addLayer("bn", L.BatchNorm("numChannels", 3), "x", "y", ["g", "b", "m"])
+    moments = net.params[net.getParamIndex("m")]
+    assert (moments.trainMethod, moments.learningRate) == ("average", 0.1)
+    assert net.params[net.getParamIndex("g")].trainMethod == "gradient"
+    net.initParams()
+    assert [p.value.shape for p in net.params] == [(3, 1), (3, 1), (3, 2)]
+
+
+def test_relu_short_circuit_gives_the_generic_drivers_results():
+    from dagnn import DagNN
+
+    results = []
+    for short in (True, False):
+        net = DagNN()
+        net.addLayer("conv", L.Conv("size", [3, 3, 3, 2], "pad", 1), "x", "a", ["w", "b"])
+        # 'a' is read by conv2, then by the ReLU: its last reader, which must
+        # not release it, since conv2's backward needs it
+        net.addLayer("conv2", L.Conv("size", [1, 1, 2, 2], "hasBias", False), "a", "c", "w2")
+        net.addLayer("relu", L.ReLU("useShortCircuit", short, "leak", 0.1), "a", "r")
+        net.addLayer("sum", L.Sum(), ["r", "c"], "s")
+        net.params[0].value, net.params[1].value = randn((3, 3, 3, 2), 70), randn((2, 1), 71)
+        net.params[2].value = randn((1, 1, 2, 2), 73)
+        dy = randn((5, 6, 2, 2), 72)
+        net.eval({"x": X}, {"s": dy})
+        results.append((net.vars[net.getVarIndex("x")].der, net.params[0].der))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12)
+
+
+def test_modes_of_dropout_and_batchnorm_in_a_net():
+    from dagnn import DagNN
+
+    net = DagNN()
+    net.addLayer("drop", L.DropOut("rate", 0.5), "x", "d")
+    net.addLayer("bn", L.BatchNorm("numChannels", 3), "d", "y", ["g", "b", "m"])
+    net.params[0].value, net.params[1].value, net.params[2].value = BN_G, BN_B, BN_M
+    net.mode = "test"
+    net.eval({"x": X})
+    mu, sigma = BN_M[:, 0].reshape(1, 1, 3, 1), BN_M[:, 1].reshape(1, 1, 3, 1)
+    expected = BN_G.reshape(1, 1, 3, 1) * (X - mu) / sigma + BN_B.reshape(1, 1, 3, 1)
+    np.testing.assert_allclose(net.vars[net.getVarIndex("y")].value, expected, rtol=1e-12)
+    net.mode = "normal"
+    net.eval({"x": X})
+    mask = net.layers[0].block.mask
+    np.testing.assert_allclose(net.vars[net.getVarIndex("y")].value,
+                               vl_nnbnorm(mask * X, BN_G, BN_B, epsilon=1e-5), rtol=1e-12)
