@@ -26,6 +26,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from simplenn.matfile import MatCell, MatStruct
 from simplenn.struct import Struct
 from vlnn._backend import get_array_module
 from vlnn._options import parse_options
@@ -1052,10 +1053,10 @@ class DagNN:
     def loadobj(s):
         """A DagNN from its saved form (MatConvNet's ``loadobj``).
 
-        ``s`` is what :meth:`saveobj` returns (or the same read from a .mat
-        file: a mapping with ``layers``, ``params``, ``vars``, ``meta``), a
-        path to a .mat file (read as :func:`dagnn.load_net` does), or a
-        DagNN (returned as is).  A SimpleNN network (its ``layers`` are not
+        ``s`` is what :meth:`saveobj` returns (a mapping with ``layers``,
+        ``params``, ``vars``, ``meta``; also as read from a .mat file by
+        :func:`simplenn.matfile.read_mat`), a path to a .mat file (read as
+        :func:`dagnn.load_net` does), or a DagNN (returned as is).  A SimpleNN network (its ``layers`` are not
         DagNN layer records) is converted with :meth:`fromSimpleNN` and a
         warning, as in MatConvNet.  Each layer's block is built from its
         ``type`` (``'dagnn.Conv'`` -> :class:`dagnn.Conv`) and saved
@@ -1082,6 +1083,21 @@ class DagNN:
             raise ValueError("DagNN.loadobj: Invalid model: no 'layers' "
                              f"(fields: {', '.join(map(str, s)) or 'none'})")
         layers = s["layers"]
+        if isinstance(layers, (MatStruct, MatCell)):
+            # the variables of a file as simplenn.matfile.read_mat returns them
+            from .io import saved_form
+
+            if isinstance(layers, MatCell):
+                from simplenn.io import network_from_variables
+
+                s = network_from_variables(dict(s), "DagNN.loadobj")
+            else:
+                s = saved_form(s, "DagNN.loadobj")
+            return DagNN.loadobj(s)
+        if isinstance(layers, np.ndarray):
+            raise TypeError("DagNN.loadobj: the layers are a raw numpy array (scipy.io.loadmat's "
+                            "output?); pass the file's path instead: DagNN.loadobj(path) or "
+                            "dagnn.load_net(path)")
         if isinstance(layers, Mapping):
             layers = [layers]
         layers = list(layers or [])

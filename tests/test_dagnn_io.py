@@ -374,3 +374,16 @@ def test_unstorable_values_are_named_and_nothing_is_written(tmp_path):
     with pytest.raises(ValueError, match="meta.callback holds a Python callable"):
         save_net(path, net)
     assert not path.exists()
+
+
+def test_loadobj_takes_the_variables_of_a_file(tmp_path):
+    from simplenn.matfile import read_mat
+
+    net = mixed_net()
+    path = save_net(tmp_path / "net.mat", net)
+    assert_same_net(net, DagNN.loadobj(read_mat(path)))
+    simple = simplenn.save_net(tmp_path / "simple.mat", simplenn.load_net(CIFAR))
+    with pytest.warns(UserWarning, match="fromSimpleNN"):
+        assert len(DagNN.loadobj(read_mat(simple)).layers) == 13
+    with pytest.raises(TypeError, match=r"pass the file's path instead"):
+        DagNN.loadobj(scipy.io.loadmat(path))
