@@ -156,8 +156,9 @@ def _norm(name):
 
 
 def _empty(selection):
-    return selection is None or (not isinstance(selection, str) and np.size(selection) == 0) \
-        or selection == ""
+    if isinstance(selection, str):
+        return selection == ""
+    return selection is None or np.size(selection) == 0
 
 
 def _select(records, pattern):
