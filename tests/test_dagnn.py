@@ -802,3 +802,46 @@ def test_copy_is_deep_and_attached(cnn_mnist):
     net2.eval(["x0", x])
     np.testing.assert_array_equal(net.vars[net.getVarIndex("x7")].value,
                                   net2.vars[net2.getVarIndex("x7")].value)
+
+
+def test_from_simplenn_every_supported_type_matches_vl_simplenn():
+    rng = np.random.default_rng(4)
+
+    def single(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    snet = {"layers": [
+        {"type": "convt", "weights": [single(3, 3, 4, 3), single(1, 4)], "upsample": 2,
+         "crop": [1, 0, 1, 0]},
+        {"type": "bnorm", "weights": [single(4, 1), single(4, 1),
+                                      np.abs(single(4, 2)) + 0.5]},
+        {"type": "relu", "leak": 0.1},
+        {"type": "lrn", "param": [3, 1, 0.5, 0.75]},
+        {"type": "pool", "method": "avg", "pool": [2, 2], "stride": 1, "pad": [0, 1, 0, 1]},
+        {"type": "dropout", "rate": 0.3},
+        {"type": "conv", "weights": [single(3, 3, 4, 5), single(5, 1)], "stride": 2,
+         "dilate": 2, "pad": 2},
+        {"type": "sigmoid"},
+        {"type": "softmax"},
+    ]}
+    net = DagNN.fromSimpleNN(snet)
+    assert [type(l.block).__name__ for l in net.layers] == [
+        "ConvTranspose", "BatchNorm", "ReLU", "LRN", "Pooling", "DropOut", "Conv", "Sigmoid",
+        "SoftMax"]
+    assert net.layers[0].block.upsample == [2, 2] and net.layers[6].block.dilate == [2, 2]
+    x = single(6, 5, 3, 2)
+    p = single(*vl_simplenn(vl_simplenn_tidy(snet), x)[-1].x.shape)
+    # 'test' mode in both: dropout is the identity and bnorm uses its moments,
+    # so neither draws anything at random
+    tidy = vl_simplenn_tidy(snet)
+    net.conserveMemory = False
+    net.mode = "test"
+    net.eval(["x0", x], ["x9", p])
+    res = vl_simplenn(tidy, x, p, mode="test")
+    for i in range(len(tidy.layers)):
+        assert np.all(np.isfinite(res[i + 1].x))
+        np.testing.assert_allclose(net.vars[i + 1].value, res[i + 1].x, rtol=1e-4, atol=1e-6)
+        for j, pi in enumerate(net.layers[i].paramIndexes):
+            np.testing.assert_allclose(net.params[pi].der, res[i].dzdw[j], rtol=1e-3,
+                                       atol=1e-5, err_msg=net.params[pi].name)
+    np.testing.assert_allclose(net.vars[0].der, res[0].dzdx, rtol=1e-4, atol=1e-6)
