@@ -11,7 +11,7 @@ constructor forms.  Blocks run standalone; those that read the net's mode
 get a stand-in net.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -22,7 +22,7 @@ from _checks import check_derivative, rng
 from dagnn import layers as L
 from dagnn.layer import Layer, layer_class
 from simplenn.struct import Struct
-from vlnn import (vl_nnbilinearsampler, vl_nnbnorm, vl_nnconcat, vl_nnconv, vl_nnconvt,
+from vlnn import (vl_nnbilinearsampler, vl_nnbnorm, vl_nnconv, vl_nnconvt,
                   vl_nndropout, vl_nnloss, vl_nnnoffset, vl_nnnormalize, vl_nnpdist, vl_nnpool,
                   vl_nnrelu, vl_nnroipool, vl_nnsigmoid, vl_nnsoftmax, vl_nnspnorm)
 
@@ -53,17 +53,11 @@ class Sample:
     diff_params: tuple = ()        # params whose derivative is checked
     mode: str = "normal"
     constructor: tuple = ()        # MATLAB-style pairs that build the block
-    kwargs: dict = field(default_factory=dict)
 
     def block(self):
         b = self.make()
         object.__setattr__(b, "net", StandInNet(self.mode))
         return b
-
-
-def _pairs(*pairs):
-    """A sample whose block is built from MATLAB pairs ``cls(*pairs)``."""
-    return pairs
 
 
 X = randn((5, 6, 3, 2), 1)
@@ -818,3 +812,37 @@ def test_modes_of_dropout_and_batchnorm_in_a_net():
     mask = net.layers[0].block.mask
     np.testing.assert_allclose(net.vars[net.getVarIndex("y")].value,
                                vl_nnbnorm(mask * X, BN_G, BN_B, epsilon=1e-5), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# opts lists, unknown sizes, devices
+
+
+def test_opts_come_last_and_win_as_in_matlab():
+    w, b = W33, B4
+    conv = L.Conv("size", [3, 3, 3, 4], "pad", 0, "opts", ["NoCuDNN", "pad", 1])
+    np.testing.assert_array_equal(conv.forward([X], [w, b])[0], vl_nnconv(X, w, b, pad=1))
+    pool = L.Pooling("poolSize", 2, "opts", ["method", "avg", "cuDNN"])
+    np.testing.assert_array_equal(pool.forward([X], [])[0], vl_nnpool(X, 2, method="avg"))
+    with pytest.raises(ValueError, match="opts: option 'pad' needs a value"):
+        L.Conv("size", [3, 3, 3, 4], "opts", ["pad"]).forward([X], [w, b])
+    with pytest.raises(TypeError, match="unknown option 'bogus'"):
+        L.ReLU("opts", ["bogus", 1]).forward([X], [])
+
+
+def test_unknown_input_sizes_give_nan_outputs():
+    nan = float("nan")
+    (size,) = L.Conv("size", [3, 3, 3, 4]).getOutputSizes([[nan] * 4])
+    assert np.isnan(size[0]) and np.isnan(size[1]) and size[2] == 4 and np.isnan(size[3])
+    (size,) = L.Pooling("poolSize", 2).getOutputSizes([[nan, 8, 3, 2]])
+    assert np.isnan(size[0]) and size[1:] == [7, 3, 2]
+
+
+def test_move_keeps_internal_arrays_on_the_host_for_cpu():
+    block = L.DropOut()
+    block.forward([X], [])
+    mask = block.mask
+    block.move("cpu")
+    assert block.mask is mask
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'gpu'"):
+        block.move("tpu")
