@@ -162,3 +162,13 @@ def test_command_line(tmp_path, capsys):
     assert "  dims|6x6x1x1|6x6x2x1|6x6x2x1|" in out and "rf in 'x'" in out
     assert main(["print", str(tmp_path / "missing.mat")]) == 1
     assert "python -m dagnn print: error:" in capsys.readouterr().err
+
+
+def test_command_line_converts_a_simplenn_file(capsys):
+    import os
+
+    cifar = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                         "matconvnet_cifar_net.mat")
+    assert main(["print", cifar, "--max-columns", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "|layer13|" in out.replace(" ", "") and "dims|32x32x3x1|" in out.replace(" ", "")
