@@ -705,10 +705,11 @@ def test_relu_without_short_circuit_keeps_its_input_while_computing_derivatives(
 # a user's own layer: MatConvNet's examples/fast_rcnn/+dagnn/LossSmoothL1.m
 
 
-class LossSmoothL1(L.Loss):
+class UserSmoothL1(L.Loss):
     """Smooth L1 loss ``sum_i w_i f(x_i - x0_i) / N`` with
     ``f(d) = 0.5 sigma^2 d^2`` for ``|d| < 1/sigma^2``, ``|d| - 0.5/sigma^2``
-    otherwise (Fast R-CNN)."""
+    otherwise (Fast R-CNN).  (Named apart from test_dagnn.py's LossSmoothL1:
+    the loader's registry holds one class per name.)"""
 
     PROPERTIES = {"sigma": 1.0}
 
@@ -739,8 +740,8 @@ class LossSmoothL1(L.Loss):
 
 
 def test_user_defined_layer_registers_saves_and_differentiates():
-    assert layer_class("dagnn.LossSmoothL1") is LossSmoothL1
-    block = LossSmoothL1("sigma", 2.0)
+    assert layer_class("dagnn.UserSmoothL1") is UserSmoothL1
+    block = UserSmoothL1("sigma", 2.0)
     assert block.save() == Struct(loss="smoothl1", ignoreAverage=False, normalise=True, opts=[],
                                   sigma=2.0)
     x, x0 = randn((1, 1, 4, 3), 62), randn((1, 1, 4, 3), 63)
@@ -750,12 +751,12 @@ def test_user_defined_layer_registers_saves_and_differentiates():
     expected = np.sum(w * np.where(d > 0.25, d - 0.125, 2 * d ** 2)) / 3
     np.testing.assert_allclose(y, expected, rtol=1e-12)
     dx = block.backward([x, x0, w], [], [1.7])[0][0]
-    check_derivative(lambda z: LossSmoothL1("sigma", 2.0).forward([z, x0, w], [])[0], x, dx,
+    check_derivative(lambda z: UserSmoothL1("sigma", 2.0).forward([z, x0, w], [])[0], x, dx,
                      np.array(1.7))
     assert block.getOutputSizes([[1, 1, 4, 3]] * 3) == [[1, 1, 1, 3]]
     with pytest.raises(ValueError, match="No property `tau` for a layer of type "
-                                         "`dagnn.LossSmoothL1`"):
-        LossSmoothL1("tau", 1)
+                                         "`dagnn.UserSmoothL1`"):
+        UserSmoothL1("tau", 1)
 
 
 # ---------------------------------------------------------------------------
