@@ -847,3 +847,22 @@ def test_move_keeps_internal_arrays_on_the_host_for_cpu():
     assert block.mask is mask
     with pytest.raises(ValueError, match="device must be 'cpu' or 'gpu'"):
         block.move("tpu")
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
+def test_float32_and_fortran_order_give_the_same_results(sample):
+    """Arrays read by scipy.io.loadmat are Fortran-ordered; single precision
+    is MatConvNet's usual type: both give the float64 C-order results."""
+    expected = sample.block().forward(sample.inputs, sample.params)
+    fortran = sample.block().forward([np.asfortranarray(a) for a in sample.inputs],
+                                     [np.asfortranarray(p) for p in sample.params])
+    for y, e in zip(fortran, expected):
+        np.testing.assert_allclose(y, e, rtol=1e-12, atol=1e-12)
+    block = sample.block()
+    if getattr(block, "mask", None) is not None:      # the frozen dropout mask
+        block.mask = block.mask.astype(np.float32)
+    single = block.forward([a.astype(np.float32) for a in sample.inputs],
+                           [p.astype(np.float32) for p in sample.params])
+    for y, e in zip(single, expected):
+        assert np.asarray(y).dtype == np.float32
+        np.testing.assert_allclose(y, e, rtol=2e-4, atol=2e-4 * max(1, np.abs(e).max()))
