@@ -39,7 +39,7 @@ class ReLU(ElementWise):
 
     ``dagnn.ReLU()``, ``dagnn.ReLU('leak', 0.1)`` or ``dagnn.ReLU(leak=0.1)``.
 
-    Properties
+    Attributes
     ----------
     useShortCircuit : bool, default True
         With the net's ``conserveMemory``, evaluate without the generic
@@ -135,7 +135,7 @@ class LRN(ElementWise):
 
     ``dagnn.LRN('param', [5 1 0.0001/5 0.75])``.
 
-    Properties
+    Attributes
     ----------
     param : [N, KAPPA, ALPHA, BETA], default [5, 1, 0.0001/5, 0.75]
     """
@@ -155,7 +155,7 @@ class LRN(ElementWise):
 class NormOffset(ElementWise):
     """Norm offset, ``vl_nnnoffset``: ``dagnn.NormOffset('param', [1 0.5])``.
 
-    Properties
+    Attributes
     ----------
     param : [KAPPA, ALPHA], default [1, 0.5]
     """
@@ -176,7 +176,7 @@ class SpatialNorm(ElementWise):
     """Spatial normalisation, ``vl_nnspnorm``:
     ``dagnn.SpatialNorm('param', [2 2 10 2])``.
 
-    Properties
+    Attributes
     ----------
     param : [PH, PW, ALPHA, BETA], default [2, 2, 10, 2]
     """
@@ -202,7 +202,7 @@ class DropOut(ElementWise):
     ``mask`` for the backward; with ``frozen`` set, a mask already there is
     reused instead of drawing a new one.
 
-    Properties
+    Attributes
     ----------
     rate : float, default 0.5
         Probability that an element is zeroed.
@@ -253,7 +253,7 @@ class Scale(ElementWise):
     as in MATLAB: a ``1 x 1 x C`` scale multiplies every channel of an
     ``H x W x C x N`` input.
 
-    Properties
+    Attributes
     ----------
     size : size vector, default None
         The size of the scale and bias (used by :meth:`getParamSizes` and

@@ -33,7 +33,7 @@ def _fix(value):
 class Filter(Layer):
     """Base of the sliding-window blocks (MatConvNet's ``dagnn.Filter``).
 
-    Properties
+    Attributes
     ----------
     pad : [TOP, BOTTOM, LEFT, RIGHT], default [0, 0, 0, 0]
         A scalar ``p`` is stored as ``[p p p p]`` and ``[a b]`` as
@@ -93,7 +93,7 @@ class Conv(Filter):
     ``dagnn.Conv(size=[3, 3, 64, 128], pad=1)``.  Parameters: the filters
     ``FH x FW x C/G x K`` and, with ``hasBias``, the ``K`` biases.
 
-    Properties
+    Attributes
     ----------
     size : [FH, FW, C/G, K], default [0, 0, 0, 0]
         Padded with ones to four elements (``set.size``).
@@ -104,6 +104,22 @@ class Conv(Filter):
         More options for ``vl_nnconv`` (MATLAB pairs and flags).
     pad, stride, dilate :
         See :class:`Filter`.
+
+    Examples
+    --------
+    In a net, and on its own (both call forms)::
+
+        >>> import numpy as np, dagnn
+        >>> net = dagnn.DagNN()
+        >>> net.addLayer('conv1', dagnn.Conv('size', [5, 5, 1, 20]), 'input', 'x1',
+        ...              ['conv1f', 'conv1b'])
+        >>> block = dagnn.Conv('size', [3, 3, 1, 2], 'pad', 1)
+        >>> x = np.ones((4, 4, 1, 1), np.float32)
+        >>> w, b = block.initParams()
+        >>> y, = block.forward([x], [w, b])
+        >>> (dx,), (dw, db) = block.backward([x], [w, b], [np.ones_like(y)])
+        >>> y.shape, dw.shape, db.shape
+        ((4, 4, 2, 1), (3, 3, 1, 2), (2, 1))
     """
 
     PROPERTIES = {"size": [0, 0, 0, 0], "hasBias": True, "opts": ["cuDNN"]}
@@ -161,7 +177,7 @@ class ConvTranspose(Layer):
     ``getOutputSizes``, ``getParamSizes`` and ``initParams`` count them so
     (MatConvNet's use ``K``, which is the same for one group).
 
-    Properties
+    Attributes
     ----------
     size : [FH, FW, K, C], default [0, 0, 0, 0]
         Padded with ones to four elements.
@@ -247,7 +263,7 @@ class Pooling(Filter):
 
     ``dagnn.Pooling('poolSize', [2 2], 'stride', 2, 'method', 'max')``.
 
-    Properties
+    Attributes
     ----------
     method : 'max' or 'avg', default 'max'
     poolSize : [PH, PW] or a scalar, default [1, 1]

@@ -31,7 +31,7 @@ class Loss(ElementWise):
     that.)  :meth:`reset` sets both back to 0.  The average is kept on the
     host in the loss's precision.
 
-    Properties
+    Attributes
     ----------
     loss : str, default 'softmaxlog'
         Any loss of ``vl_nnloss`` (``softmaxlog``, ``log``, ``classerror``,
@@ -46,6 +46,19 @@ class Loss(ElementWise):
         ``'threshold'``, ...), as MATLAB pairs.
 
     Transient: ``average`` (0), ``numAveraged`` (0).
+
+    Examples
+    --------
+    >>> import numpy as np, dagnn
+    >>> loss = dagnn.Loss('loss', 'softmaxlog')
+    >>> x = np.zeros((1, 1, 4, 2), np.float32)          # 4 classes, 2 images
+    >>> c = np.array([1, 3]).reshape(1, 1, 1, 2)        # 1-based labels
+    >>> y, = loss.forward([x, c], [])                   # sum over images / N
+    >>> round(float(y), 4), round(float(loss.average), 4), loss.numAveraged
+    (1.3863, 1.3863, 2)
+    >>> (dx, dc), _ = loss.backward([x, c], [], [1.0])
+    >>> dc is None
+    True
     """
 
     PROPERTIES = {"loss": "softmaxlog", "ignoreAverage": False, "normalise": True, "opts": []}
@@ -98,7 +111,7 @@ class PDist(Loss):
     computed: ``None``).  The running average is that of :class:`Loss`.
     ``loss`` is always ``'pdist'`` (set by the constructor).
 
-    Properties
+    Attributes
     ----------
     p : float, default 2
     aggregate : bool, default True

@@ -26,7 +26,7 @@ class BatchNorm(ElementWise):
     of the batch (kept in the transient ``moments`` for the backward); in
     ``'test'`` mode with the moments parameter.
 
-    Properties
+    Attributes
     ----------
     numChannels : int, default None
         ``C``; used by :meth:`initParams` and :meth:`getParamSizes`.

@@ -47,7 +47,7 @@ class ROIPooling(Layer):
     ``SH x SW x C x R``, or ``1 x 1 x SH*SW*C x R`` with ``flatten`` (a
     column-major reshape).  The ROIs get no derivative (``None``).
 
-    Properties
+    Attributes
     ----------
     method : 'max' or 'avg', default 'max'
     subdivisions : [SH, SW], default [6, 6]
@@ -141,7 +141,7 @@ class AffineGridGenerator(_GridGenerator, Layer):
 
     (MatConvNet's code: ``[u v] * L + t'``).
 
-    Properties
+    Attributes
     ----------
     Ho, Wo : int, default 0
         The grid size.
@@ -190,7 +190,7 @@ class UniformScalingGridGenerator(_GridGenerator, Layer):
 
     with ``u = linspace(-1, 1, HO)``, ``v = linspace(-1, 1, WO)``.
 
-    Properties
+    Attributes
     ----------
     Ho, Wo : int, default 0
         The grid size.

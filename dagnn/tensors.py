@@ -34,7 +34,7 @@ class Concat(ElementWise):
     derivative back with them.  A saved ``numInputs`` field (older
     MatConvNet files) is accepted and ignored.
 
-    Properties
+    Attributes
     ----------
     dim : int, default 3
         1-based MATLAB dimension: 1 rows, 2 columns, 3 channels, 4 images.
@@ -129,7 +129,7 @@ class Crop(ElementWise):
     input sizes (transient ``inputSizes``) for the backward.  The second
     input gets no derivative (``None``).
 
-    Properties
+    Attributes
     ----------
     crop : [CY, CX], default [0, 0]
         The base crop at the top and at the left.
