@@ -281,7 +281,7 @@ class Scale(ElementWise):
         scale_size = tuple(args[1].shape) + (1,) * (ndim - args[1].ndim)
         axes = tuple(k for k in range(4) if scale_size[k] == 1)
         dargs = [_matlab_times(dy, args[1]),
-                 _collapse(_matlab_times(dy, args[0]), axes, args[1].shape)]
+                 _collapse(_padded(_matlab_times(dy, args[0]), ndim), axes, args[1].shape)]
         if self.hasBias:
             dargs.append(_collapse(_padded(dy, ndim), axes, args[2].shape))
         return dargs[:len(inputs)], dargs[len(inputs):len(inputs) + len(params)]
