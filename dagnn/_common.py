@@ -14,6 +14,7 @@ import numpy as np
 
 from simplenn.matfile import host, number
 from simplenn.struct import Struct
+from vlnn._backend import gpu_module
 
 __all__ = ["row", "vector_value", "expand", "block_options", "size_row", "size4",
            "receptive_field", "nan_field", "empty_field", "net_mode", "host", "to_device"]
@@ -133,6 +134,5 @@ def to_device(value, device):
     if value is None:
         return None
     if device == "gpu":
-        import cupy
-        return cupy.asarray(value)
+        return gpu_module("move: moving to the GPU").asarray(value)
     return host(value)

@@ -17,7 +17,6 @@ methods of one class, in the same groups: structure (``addLayer``,
 """
 
 import copy as _copy
-import importlib
 import math
 import os
 import time
@@ -28,7 +27,7 @@ import numpy as np
 
 from simplenn.matfile import MatCell, MatStruct
 from simplenn.struct import Struct
-from vlnn._backend import get_array_module
+from vlnn._backend import get_array_module, gpu_module
 from vlnn._options import parse_options
 
 from .layer import Layer, layer_class
@@ -111,13 +110,7 @@ def _host(value):
 
 
 def _cupy():
-    try:
-        return importlib.import_module("cupy")
-    except ImportError as err:
-        raise ImportError(
-            "DagNN.move: moving a network to the GPU needs CuPy, which is not installed "
-            "(install the CuPy wheel matching your CUDA, e.g. 'pip install cupy-cuda12x')"
-        ) from err
+    return gpu_module("DagNN.move: moving a network to the GPU")
 
 
 class DagNN:
