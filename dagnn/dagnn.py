@@ -26,13 +26,14 @@ from collections.abc import Mapping
 import numpy as np
 
 from simplenn.matfile import MatCell, MatStruct
+from simplenn.naming import layer_label
 from simplenn.struct import Struct
 from vlnn._backend import get_array_module, gpu_module
 from vlnn._options import parse_options
 
 from .layer import Layer, layer_class
 
-__all__ = ["DagNN", "layer_label"]
+__all__ = ["DagNN"]
 
 _MODES = {"normal": "normal", "train": "normal", "test": "test"}
 _VAR_FIELDS = ("name", "value", "der", "fanin", "fanout", "precious")
@@ -40,13 +41,6 @@ _PARAM_FIELDS = ("name", "value", "der", "fanout", "trainMethod", "learningRate"
 _LAYER_FIELDS = ("name", "inputs", "outputs", "params", "inputIndexes", "outputIndexes",
                  "paramIndexes", "forwardTime", "backwardTime", "block")
 _TRAIN_METHODS = ("gradient", "average", "notrain")
-
-
-def layer_label(index, name=None):
-    """How an error message names a layer: MatConvNet's 1-based number,
-    the name and the Python position, ``layer 4 'conv2' (net.layers[3])``."""
-    label = f" '{name}'" if isinstance(name, str) and name else ""
-    return f"layer {index + 1}{label} (net.layers[{index}])"
 
 
 def _names(value, what):
@@ -534,7 +528,7 @@ class DagNN:
             try:
                 return [table[n] for n in names]
             except KeyError as exc:
-                raise ValueError(f"DagNN.rebuild: {layer_label(l, layer.name)} uses the "
+                raise ValueError(f"DagNN.rebuild: {layer_label(l, layer)} uses the "
                                  f"{kind} '{exc.args[0]}', which the net does not have") from None
 
         # everything is computed (and checked) before the net is changed
@@ -646,7 +640,7 @@ class DagNN:
             values = list(layer.block.initParams() or [])
             if len(values) != len(layer.paramIndexes):
                 raise ValueError(
-                    f"DagNN.initParams: the block of {layer_label(l, layer.name)} "
+                    f"DagNN.initParams: the block of {layer_label(l, layer)} "
                     f"({layer.block.type_name()}) returned {len(values)} initial values for "
                     f"{len(layer.paramIndexes)} parameters {layer.params}")
             for p, value in zip(layer.paramIndexes, values):
@@ -972,7 +966,7 @@ class DagNN:
                 params.append([f"{name}x", padded[2], _at(rates, 2),
                                0 if decays is not None else None])
             else:
-                raise ValueError(f"DagNN.fromSimpleNN: {layer_label(l, slayer.get('name'))}: "
+                raise ValueError(f"DagNN.fromSimpleNN: {layer_label(l, slayer)}: "
                                  f"type '{kind}' is unsupported")
             obj.addLayer(name, block, inputs, outputs, [p[0] for p in params])
             for pname, value, rate, decay in params:

@@ -198,7 +198,7 @@ class DropOut(ElementWise):
 
     In the net's ``'test'`` mode the block is the identity (forward and
     backward).  Otherwise forward draws a new mask (from
-    ``vlnn.dropout.DEFAULT_RNG``) and keeps it in the transient property
+    ``vlnn.get_random_generator()``) and keeps it in the transient property
     ``mask`` for the backward; with ``frozen`` set, a mask already there is
     reused instead of drawing a new one.
 

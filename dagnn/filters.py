@@ -6,8 +6,7 @@ import math
 
 import numpy as np
 
-from vlnn import dropout as _dropout_module
-from vlnn import vl_nnconv, vl_nnconvt, vl_nnpool
+from vlnn import get_random_generator, vl_nnconv, vl_nnconvt, vl_nnpool
 
 from ._common import block_options, expand, receptive_field, row, size_row, vector_value
 from .layer import Layer
@@ -20,9 +19,10 @@ _PAIR = {1: (0, 0)}
 
 def _randn(shape):
     """``randn(shape, 'single')`` from the blocks' generator,
-    ``vlnn.dropout.DEFAULT_RNG`` (MATLAB's one global stream: MatConvNet
-    draws initial weights and dropout masks from the same generator)."""
-    return _dropout_module.DEFAULT_RNG.standard_normal(shape, dtype=np.float32)
+    ``vlnn.get_random_generator()`` (MATLAB's one global stream, seeded by
+    ``vlnn.set_random_seed``: MatConvNet draws initial weights and dropout
+    masks from the same generator)."""
+    return get_random_generator().standard_normal(shape, dtype=np.float32)
 
 
 def _fix(value):
@@ -158,7 +158,7 @@ class Conv(Filter):
 
     def initParams(self):
         """Filters ``randn(size, 'single') * sqrt(2 / (FH * FW * C))``
-        ("Xavier improved", drawn from ``vlnn.dropout.DEFAULT_RNG``) and
+        ("Xavier improved", drawn from ``vlnn.get_random_generator()``) and
         zero biases ``K x 1``, single precision."""
         shape = tuple(int(s) for s in self.size)
         scale = np.float32(math.sqrt(2 / math.prod(shape[:3])))
@@ -248,7 +248,7 @@ class ConvTranspose(Layer):
 
     def initParams(self):
         """Filters ``randn(size, 'single') * sqrt(2 / (FH * FW * C))``
-        (from ``vlnn.dropout.DEFAULT_RNG``) and zero biases
+        (from ``vlnn.get_random_generator()``) and zero biases
         ``K * numGroups x 1``, single precision."""
         shape = tuple(int(s) for s in self.size)
         scale = np.float32(math.sqrt(2 / (shape[0] * shape[1] * shape[3])))

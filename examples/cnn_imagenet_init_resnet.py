@@ -34,9 +34,9 @@ and their learning rate by 100^2 (the input is not scaled to unit
 deviation), and the moments of every BatchNorm get learning rate 0.3,
 as in MatConvNet.
 
-``rng`` in MATLAB: the random draws come from ``vlnn.dropout.DEFAULT_RNG``
-(the generator the blocks share); ``seed=`` installs a seeded one while
-the net is initialised.
+``rng`` in MATLAB: the random draws come from the blocks' generator
+(``vlnn.set_random_seed``); ``seed=`` installs a seeded one while the net
+is initialised and restores the caller's afterwards.
 """
 
 import argparse
@@ -49,7 +49,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dagnn  # noqa: E402
-import vlnn.dropout  # noqa: E402
+import vlnn  # noqa: E402
 from simplenn.struct import Struct  # noqa: E402
 
 
@@ -152,13 +152,12 @@ def cnn_imagenet_init_resnet(classNames=(), classDescriptions=(), averageImage=N
                          numSubBatches=4, weightDecay=0.0001))
 
     # init parameters randomly
-    previous = vlnn.dropout.DEFAULT_RNG
-    if seed is not None:
-        vlnn.dropout.DEFAULT_RNG = np.random.default_rng(seed)
+    previous = vlnn.set_random_seed(seed) if seed is not None else None
     try:
         net.initParams()
     finally:
-        vlnn.dropout.DEFAULT_RNG = previous
+        if previous is not None:
+            vlnn.set_random_generator(previous)
 
     # The input is not normalised to unit deviation (ImageNet's is about
     # 60): scale the first filters and their learning rate accordingly.
