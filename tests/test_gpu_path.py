@@ -407,3 +407,84 @@ def test_save_net_of_a_net_on_the_device(gpu, tmp_path):
             # 1-D arrays come back as 1 x N rows (save_net's round-trip caveat)
             assert isinstance(wa, np.ndarray) and wa.dtype == wb.dtype
             np.testing.assert_array_equal(wa.reshape(wb.shape), wb)
+
+
+# --------------------------------------------------------------------------
+# DagNN: eval and move('gpu')
+
+def _dag_results(net):
+    return ([None if v.value is None else v.value for v in net.vars],
+            [None if v.der is None else v.der for v in net.vars],
+            [p.der for p in net.params])
+
+
+def _assert_dag_same(dev, cpu):
+    for kind, got, want in zip(("value", "der", "param der"), _dag_results(dev),
+                               _dag_results(cpu)):
+        for i, (g, w) in enumerate(zip(got, want)):
+            if w is None:
+                assert g is None, (kind, i)
+            else:
+                assert_same_on_device(g, w, rtol=1e-4, atol=1e-5, where=f"{kind} {i}")
+
+
+def test_dagnn_from_simplenn_eval_and_move_on_the_device(gpu):
+    import dagnn
+
+    simple = every_layer_net()
+    simple.layers = [layer for layer in simple.layers   # no DagNN blocks for these two
+                     if layer.type not in ("noffset", "spnorm")]
+    net = dagnn.DagNN.fromSimpleNN(simple)
+    net.mode = "test"
+    net.conserveMemory = False
+    x = _rand((8, 8, 3, 2), 27)
+    label = np.array([1, 3], np.float32)
+    output = net.getOutputs()[0]
+    net.eval({"x0": x, "label": label}, [output, 1])
+    dev = net.copy()
+    dev.mode, dev.conserveMemory = "test", False
+    dev.move("gpu")
+    assert dev.device == "gpu"
+    assert all(isinstance(p.value, gpu.ndarray) for p in dev.params if p.value is not None)
+    dev.eval({"x0": gpu.asarray(x), "label": gpu.asarray(label)}, [output, 1])
+    _assert_dag_same(dev, net)
+    # training mode on the device: dropout masks and batch-norm moments there
+    dev.mode = "normal"
+    dev.eval({"x0": gpu.asarray(x), "label": gpu.asarray(label)}, [output, 1])
+    assert np.isfinite(float(dev.vars[dev.getVarIndex(output)].value))
+    dev.move("cpu")
+    assert all(isinstance(p.value, np.ndarray) for p in dev.params if p.value is not None)
+
+
+def test_dagnn_graph_blocks_on_the_device(gpu):
+    import dagnn
+
+    r = np.random.default_rng(28)
+    net = dagnn.DagNN()
+    net.conserveMemory = False
+    net.addLayer("conv", dagnn.Conv("size", [3, 3, 2, 4], "pad", 1), "x", "a", ["f", "b"])
+    net.addLayer("bn", dagnn.BatchNorm("numChannels", 4), "a", "bn", ["g", "h", "m"])
+    net.addLayer("relu", dagnn.ReLU(), "bn", "r")
+    net.addLayer("cat", dagnn.Concat("dim", 3), ["r", "x"], "c")
+    net.addLayer("scale", dagnn.Scale("size", [1, 1, 6]), "c", "s", ["sw", "sb"])
+    net.addLayer("sum", dagnn.Sum(), ["s", "c"], "t")
+    net.addLayer("crop", dagnn.Crop("crop", [1, 1]), ["t", "y"], "u")
+    net.addLayer("pool", dagnn.Pooling("poolSize", [2, 2], "stride", 2), "u", "p")
+    net.addLayer("fc", dagnn.Conv("size", [2, 2, 6, 3]), "p", "z", ["ff", "fb"])
+    net.addLayer("loss", dagnn.Loss("loss", "softmaxlog"), ["z", "label"], "objective")
+    net.addLayer("err", dagnn.Loss("loss", "classerror"), ["z", "label"], "error")
+    net.initParams()
+    for param in net.params:
+        param.value = (param.value + 0.1 * r.standard_normal(param.value.shape)).astype(
+            np.float32)
+    inputs = {"x": _rand((6, 6, 2, 3), 29), "y": _rand((4, 4, 1, 3), 30),
+              "label": np.array([1, 2, 3], np.float32)}
+    cpu = net.copy()
+    cpu.conserveMemory = False
+    cpu.eval(inputs, ["objective", 1])
+    net.move("gpu")
+    net.eval({k: gpu.asarray(v) for k, v in inputs.items()}, ["objective", 1])
+    _assert_dag_same(net, cpu)
+    for name in ("objective", "error"):
+        block = net.layers[net.getLayerIndex("loss" if name == "objective" else "err")].block
+        assert np.isfinite(float(np.asarray(block.average)))

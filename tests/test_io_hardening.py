@@ -574,3 +574,29 @@ def test_a_million_empty_cells_in_a_small_compressed_file(tmp_path):
     with pytest.raises(ValueError, match=r"crafted\.mat: meta\{\d+\}: the file holds more "
                                          r"than 16384 values \(at most one per 16 bytes"):
         load_net(path)
+
+
+# --------------------------------------------------------------------------
+# dagnn.load_net reads through the same checks
+
+@pytest.mark.parametrize("variable, message", [
+    (lambda: matrix(DOUBLE, [65536, 8192], "params", element(MI_DOUBLE, bytes(64),
+                                                              declared=2 ** 32 - 8),
+                    declared=2 ** 32 - 8), r"params: declares 4294967288 bytes"),
+    (lambda: compressed(mstruct("params", [40000, 40000], ["name", "value"])),
+     r"params: declares a 40000 x 40000 struct array"),
+    (lambda: compressed(_rename(nested_cells(16000), "vars")),
+     rf"vars(\{{1\}}){{{MAX_DEPTH}}}: values nested more than {MAX_DEPTH} deep"),
+])
+def test_dagnn_load_net_refuses_crafted_files(tmp_path, variable, message):
+    import dagnn
+
+    path = write(tmp_path, variable(), name="dag.mat")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"dag\.mat: " + message):
+            dagnn.load_net(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
