@@ -428,7 +428,7 @@ def _assert_dag_same(dev, cpu):
                 assert_same_on_device(g, w, rtol=1e-4, atol=1e-5, where=f"{kind} {i}")
 
 
-def test_dagnn_from_simplenn_eval_and_move_on_the_device(gpu):
+def test_dagnn_from_simplenn_eval_and_move_on_the_device(gpu, tmp_path):
     import dagnn
 
     simple = every_layer_net()
@@ -452,6 +452,11 @@ def test_dagnn_from_simplenn_eval_and_move_on_the_device(gpu):
     dev.mode = "normal"
     dev.eval({"x0": gpu.asarray(x), "label": gpu.asarray(label)}, [output, 1])
     assert np.isfinite(float(dev.vars[dev.getVarIndex(output)].value))
+    # saving a net on the device writes host arrays
+    saved = dagnn.load_net(dagnn.save_net(str(tmp_path / "dag.mat"), dev))
+    for a, b in zip(saved.params, dev.params):
+        assert isinstance(a.value, np.ndarray)
+        np.testing.assert_array_equal(a.value.ravel(), b.value.get().ravel())
     dev.move("cpu")
     assert all(isinstance(p.value, np.ndarray) for p in dev.params if p.value is not None)
 
