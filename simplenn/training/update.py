@@ -96,14 +96,23 @@ def update_parameters(slots, learning_rate, opts):
             continue
         decay = weight_decay * slot.weight_decay
         if rate > 0 or decay > 0:
-            grad = slot.der_scale * grad + decay * w
+            # g = der_scale * der + decay * w, with no temporaries beyond the
+            # first (the same numbers: x * 1.0 and x + 0 * w are x for finite w)
+            if slot.der_scale != 1.0:
+                grad = slot.der_scale * grad
+                if decay != 0:
+                    grad += decay * w
+            elif decay != 0:
+                grad = grad + decay * w
             if solver is None:
                 # the rate multiplies the velocity at update time; it is not
                 # folded into it (MatConvNet HEAD)
-                velocity = momentum * slot.state + (-1.0) * grad
+                velocity = momentum * slot.state - grad
                 slot.state = velocity
                 delta = momentum * velocity - grad if nesterov else velocity
-                slot.value = 1.0 * w + rate * delta
+                step = rate * delta
+                step += w
+                slot.value = step
             else:
                 slot.value, slot.state = solver(w, slot.state, grad, opts["solverOpts"], rate)
     return rates
