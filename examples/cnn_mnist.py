@@ -8,6 +8,7 @@ A port of MatConvNet's ``examples/mnist/cnn_mnist.m`` and
     python3 examples/cnn_mnist.py --batch-norm         # with batch normalisation
     python3 examples/cnn_mnist.py --data-dir data/mnist  # the real MNIST (IDX files)
     python3 examples/cnn_mnist.py --quick              # a few seconds: smoke test
+    mpiexec -n 2 python3 examples/cnn_mnist.py         # 2 workers (pip install '.[mpi]')
 
 It builds the network, prepares an image database (``imdb``), trains with
 ``cnn_train`` and prints the final validation error and where the training
@@ -74,6 +75,7 @@ import time
 import numpy as np
 
 from simplenn import Struct, cnn_train, vl_simplenn_tidy
+from simplenn.training import get_communicator
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -326,6 +328,8 @@ def main(argv=None):
     net, info = cnn_mnist(data_dir=args.data_dir, exp_dir=exp_dir,
                           batch_normalization=args.batch_norm, quick=args.quick, **train)
     elapsed = time.perf_counter() - start
+    if get_communicator().rank != 0:
+        return 0  # under mpiexec, worker 0 reports for all
 
     epochs = len(info.val.top1err)
     print()
