@@ -100,7 +100,7 @@ def network_from_variables(variables, path):
     if "params" in fields:
         raise ValueError(
             f"{path}: this is a DagNN model ({source} has 'params'), not a SimpleNN network; "
-            "load_net reads SimpleNN models only (in MatConvNet, dagnn.DagNN.loadobj reads it)")
+            "load_net reads SimpleNN models only; load it with dagnn.load_net")
     if "layers" not in fields:
         raise ValueError(
             f"{path}: not a SimpleNN network: no 'layers' variable and no 'net' variable with "

@@ -520,3 +520,37 @@ def write_mat(path, variables, fname="save_net", compress=True):
             pass
         raise
     return path
+
+
+def struct_array(records, where, fname="save_net", fields=None):
+    """A ``1 x N`` MATLAB struct array from ``records`` (mappings of
+    Python values, converted with :func:`to_mat`), as MATLAB's
+    ``struct('name', {...}, ...)`` builds: the fields are ``fields`` when
+    given, else the union of the records' keys in order of appearance; a
+    field a record lacks is ``[]``.  No records give a ``0 x 0`` struct
+    array with those fields."""
+    names = list(fields) if fields is not None else []
+    if fields is None:
+        for record in records:
+            names.extend(name for name in record if name not in names)
+    for name in names:
+        if not (isinstance(name, str) and _FIELD_NAME.match(name)):
+            raise ValueError(f"{fname}: {where} has field {name!r}, which is not a valid "
+                             "MATLAB field name (a letter, then letters, digits or _; "
+                             "at most 63 characters)")
+    for i, record in enumerate(records):
+        extra = [name for name in record if name not in names]
+        if extra:
+            raise ValueError(f"{fname}: {where}({i + 1}) has fields {extra} that are not "
+                             f"among the struct array's fields {names}")
+    if not names:
+        if records:
+            raise ValueError(f"{fname}: {where} is a struct array without fields, which "
+                             "cannot be written")
+        return np.zeros((0, 0))
+    shape = (1, len(records)) if records else (0, 0)
+    out = np.empty(shape, dtype=[(name, object) for name in names])
+    for i, record in enumerate(records):
+        for name in names:
+            out[name][0, i] = to_mat(record.get(name), f"{where}({i + 1}).{name}", fname)
+    return out
