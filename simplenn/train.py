@@ -393,7 +393,7 @@ class SimpleNNModel:
     def reset_statistics(self):
         self.error = None
 
-    def statistics(self, num):
+    def statistics(self, num, elapsed):
         if self.error is None or num == 0:
             averages = np.zeros(len(self.opts.errorLabels) + 1)
         else:

@@ -5,7 +5,9 @@ images (16 training, 8 validation) with batches of 8 and writes each
 worker's final weights and validation statistics to
 ``<exp>/out-<rank>.npz``.  JSON keys: ``exp`` (expDir), ``epochs``,
 ``sub`` (numSubBatches, default 1), ``fail_rank`` (that worker's third
-``get_batch`` call raises), ``verbose``.  ``run(config)`` does the same
+``get_batch`` call raises), ``verbose``, ``trainer`` (``'simplenn'``,
+default, or ``'dagnn'``: the same net after ``DagNN.fromSimpleNN``,
+trained with ``cnn_train_dag``).  ``run(config)`` does the same
 in-process.
 """
 
@@ -53,13 +55,25 @@ def run(config):
             raise RuntimeError("get_batch broke on purpose")
         return imdb["images"]["data"][:, :, :, batch], imdb["images"]["labels"][batch]
 
-    net, info = cnn_train(make_net(), make_imdb(), get_batch, expDir=config["exp"],
-                          numEpochs=config["epochs"], batchSize=8,
-                          numSubBatches=config.get("sub", 1), learningRate=0.1,
-                          plotStatistics=False, verbose=config.get("verbose", False))
-    arrays = {f"w{l}_{j}": np.asarray(w) for l, layer in enumerate(net.layers)
-              for j, w in enumerate(layer.weights)}
-    arrays["val_top1err"] = np.asarray(info.val.top1err)
+    options = dict(expDir=config["exp"], numEpochs=config["epochs"], batchSize=8,
+                   numSubBatches=config.get("sub", 1), learningRate=0.1, plotStatistics=False,
+                   verbose=config.get("verbose", False))
+    if config.get("trainer") == "dagnn":
+        import dagnn
+
+        def get_inputs(imdb, batch):
+            images, labels = get_batch(imdb, batch)
+            return ["input", images, "label", labels]
+
+        net = dagnn.DagNN.fromSimpleNN(make_net(), canonicalNames=True)
+        net, info = dagnn.cnn_train_dag(net, make_imdb(), get_inputs, **options)
+        arrays = {f"p_{param.name}": np.asarray(param.value) for param in net.params}
+        arrays["val_top1err"] = np.asarray(info.val.objective)  # no error layer here
+    else:
+        net, info = cnn_train(make_net(), make_imdb(), get_batch, **options)
+        arrays = {f"w{l}_{j}": np.asarray(w) for l, layer in enumerate(net.layers)
+                  for j, w in enumerate(layer.weights)}
+        arrays["val_top1err"] = np.asarray(info.val.top1err)
     arrays["val_num"] = np.asarray(info.val.num)
     arrays["train_objective"] = np.asarray(info.train.objective)
     np.savez(os.path.join(config["exp"], f"out-{rank}.npz"), **arrays)

@@ -89,7 +89,7 @@ class RecordingModel:
     def reset_statistics(self):
         self.sums = 0.0
 
-    def statistics(self, num):
+    def statistics(self, num, elapsed):
         return {"objective": self.sums / num if num else 0.0}
 
     def evaluate(self, data, train, accumulate, hold_on, device, params):

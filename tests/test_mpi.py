@@ -89,6 +89,25 @@ def test_two_workers_equal_one_process(two_worker_run, tmp_path):
     assert rank0["val_num"].tolist() == [8, 8]  # the workers' counts summed
 
 
+def test_two_workers_of_cnn_train_dag_equal_one_process(tmp_path):
+    sys.path.insert(0, HERE)
+    try:
+        import _mpi_worker
+    finally:
+        sys.path.remove(HERE)
+    config = {"epochs": 2, "sub": 2, "trainer": "dagnn"}
+    done, _ = launch(2, {"exp": str(tmp_path / "two"), **config})
+    assert done.returncode == 0, done.stderr
+    _mpi_worker.run({"exp": str(tmp_path), **config})
+    single = load(tmp_path, 0)
+    rank0, rank1 = load(tmp_path / "two", 0), load(tmp_path / "two", 1)
+    for name in rank0:
+        np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=name)
+    assert_close(rank0, single)
+    assert sorted(os.listdir(tmp_path / "two")) == ["net-epoch-1.mat", "net-epoch-2.mat",
+                                                   "out-0.npz", "out-1.npz"]
+
+
 def test_one_set_of_checkpoints_and_progress_from_worker_0(two_worker_run):
     folder, done = two_worker_run
     assert sorted(os.listdir(folder)) == ["net-epoch-1.mat", "net-epoch-2.mat", "out-0.npz",

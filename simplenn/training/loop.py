@@ -13,9 +13,10 @@ network type does differently is a *model* object the loop calls:
     The solver state before the first update (nested lists of ``0``).
 ``model.begin(state, device, mode)`` / ``model.end(state, device, mode)``
     Before and after an epoch's training or validation (GPU moves).
-``model.reset_statistics()``, ``model.statistics(num)``
+``model.reset_statistics()``, ``model.statistics(num, elapsed)``
     Start the epoch's statistics; their running averages over the
-    ``num`` images seen so far (a mapping name -> value).
+    ``num`` images this worker saw so far in ``elapsed`` seconds (a
+    mapping name -> value; ``num`` and ``time`` are set after).
 ``model.evaluate(data, train, accumulate, hold_on, device, params)``
     Forward (and backward when ``train``) on what ``get_batch`` returned,
     adding the parameter derivatives to the previous sub-batch's when
@@ -237,7 +238,7 @@ class Trainer:
             # statistics: running averages over the images seen so far
             elapsed = time.perf_counter() - start + adjust_time
             batch_time = elapsed - stats.time
-            stats = Struct(model.statistics(num))
+            stats = Struct(model.statistics(num, elapsed))
             stats.num = num
             stats.time = elapsed
             current_speed = batch_size / batch_time if batch_time > 0 else math.inf
