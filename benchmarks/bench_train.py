@@ -31,13 +31,15 @@ Rows:
 * ``train step``: forward + backward + update, what a training batch costs;
 * ``val forward``: ``vl_simplenn`` in test mode (``torch.no_grad`` and
   ``model.eval()``), what a validation batch costs;
-* ``cnn_train epoch`` (ours only, skipped with ``--no-epoch``): the
-  trainer's overhead.  In each of ``--epoch-rounds`` rounds, the bare step
-  is run back to back as many times as an epoch of ``--epoch-images``
-  random training images has batches (``bare loop``: the mean step, no
-  batch fetching), then a whole ``cnn_train`` epoch over those images
-  without validation, figures or messages (batch fetching, error counts,
-  statistics, the update, set-up, the checkpoint).  The row gives the
+* ``cnn_train epoch`` and ``cnn_train_dag epoch`` (ours only, skipped
+  with ``--no-epoch``): the trainers' overhead.  In each of
+  ``--epoch-rounds`` rounds, the bare step is run back to back as many
+  times as an epoch of ``--epoch-images`` random training images has
+  batches (``bare loop``: the mean step, no batch fetching; for
+  ``cnn_train_dag`` the step of the same LeNet as a DagNN, ``net.eval``
+  and the same update), then a whole epoch of the trainer over those
+  images without validation, figures or messages (batch fetching, error
+  counts, statistics, the update, set-up, the checkpoint).  The row gives the
   median images/s of each and the median of the per-round ratios
   ``epoch / bare loop``: what share of the bare step's rate the trainer
   keeps.  ``scipy.io`` (imported by the first checkpoint of a process,
@@ -170,6 +172,30 @@ class OurStep:
         return out
 
 
+class DagStep:
+    """The same step on the LeNet DagNN (``fromSimpleNN``): ``net.eval``
+    forward and backward, then the same update of every parameter."""
+
+    def __init__(self, net, images, labels):
+        self.net = net
+        self.inputs = ["input", images, "label", labels]
+        self.velocity = [0] * len(net.params)
+
+    def train(self):
+        net = self.net
+        net.mode = "normal"
+        net.eval(self.inputs, ["objective", 1])
+        for p, param in enumerate(net.params):
+            w, grad = param.value, param.der
+            if param.trainMethod == "average":
+                rate = float(param.learningRate)
+                param.value = (1 - rate) * w + (rate / param.fanout) * grad
+                continue
+            grad = grad + (WEIGHT_DECAY * float(param.weightDecay)) * w
+            self.velocity[p] = MOMENTUM * self.velocity[p] - grad
+            param.value = w + (LEARNING_RATE * float(param.learningRate)) * self.velocity[p]
+
+
 class TorchStep:
     """The same network and step in PyTorch."""
 
@@ -282,24 +308,41 @@ def timed(fn, repeat, warmup, retries, busy):
     return best, load
 
 
-def epoch_overhead(batch_norm, images, batch_size, rounds, seed):
-    """Median images/s of the bare loop and of a cnn_train epoch over the
-    same number of batches, and the median of their per-round ratios."""
-    from simplenn import cnn_train
-
+def epoch_overhead(batch_norm, images, batch_size, rounds, seed, trainer="cnn_train"):
+    """Median images/s of the bare loop and of a trainer's epoch over the
+    same number of batches, and the median of their per-round ratios.
+    ``trainer``: ``'cnn_train'`` (the bare step of :class:`OurStep`) or
+    ``'cnn_train_dag'`` (LeNet as a DagNN, the bare step of
+    :class:`DagStep`)."""
     rng = np.random.default_rng(seed)
     data = rng.standard_normal((28, 28, 1, images), dtype=np.float32) * 80
     labels = rng.integers(1, 11, size=images).astype(np.float64)
-
-    def get_batch(imdb, batch):
-        return imdb["images"]["data"][:, :, :, batch], imdb["images"]["labels"][batch]
-
     imdb = {"images": {"data": data, "labels": labels, "set": np.ones(images)}}
-    net = lenet(batch_norm, np.random.default_rng(seed))
-    steps = -(-images // batch_size)
     # a batch as get_batch returns it (a contiguous copy)
-    bare = OurStep(lenet(batch_norm, np.random.default_rng(seed)),
-                   np.ascontiguousarray(data[:, :, :, :batch_size]), labels[:batch_size])
+    first = np.ascontiguousarray(data[:, :, :, :batch_size]), labels[:batch_size]
+    if trainer == "cnn_train":
+        from simplenn import cnn_train as train
+
+        def get_batch(imdb, batch):
+            return imdb["images"]["data"][:, :, :, batch], imdb["images"]["labels"][batch]
+
+        net = lenet(batch_norm, np.random.default_rng(seed))
+        bare = OurStep(lenet(batch_norm, np.random.default_rng(seed)), *first)
+    else:
+        import dagnn
+        from dagnn import cnn_train_dag as train
+
+        def get_batch(imdb, batch):
+            return ["input", imdb["images"]["data"][:, :, :, batch],
+                    "label", imdb["images"]["labels"][batch]]
+
+        def dag():
+            return dagnn.DagNN.fromSimpleNN(lenet(batch_norm, np.random.default_rng(seed)),
+                                            canonicalNames=True)
+
+        net = dag()
+        bare = DagStep(dag(), *first)
+    steps = -(-images // batch_size)
     for _ in range(2):
         bare.train()
     bare_rates, epoch_rates, ratios = [], [], []
@@ -311,9 +354,8 @@ def epoch_overhead(batch_norm, images, batch_size, rounds, seed):
         time.sleep(PAUSE_S)
         with tempfile.TemporaryDirectory() as exp_dir:
             start = time.perf_counter()
-            cnn_train(net, imdb, get_batch, expDir=exp_dir, batchSize=batch_size,
-                      numEpochs=1, val=math.nan, plotStatistics=False, verbose=False,
-                      continue_=False)
+            train(net, imdb, get_batch, expDir=exp_dir, batchSize=batch_size, numEpochs=1,
+                  val=math.nan, plotStatistics=False, verbose=False, continue_=False)
             epoch_rate = images / (time.perf_counter() - start)
         time.sleep(PAUSE_S)
         bare_rates.append(bare_rate)
@@ -427,12 +469,12 @@ def run_network(args, torch, batch_norm):
         print(line)
 
     if not args.no_epoch:
-        bare_rate, epoch_rate, ratio = epoch_overhead(batch_norm, args.epoch_images, n,
-                                                      args.epoch_rounds, args.seed)
-        print(f"cnn_train epoch of {args.epoch_images} images: {epoch_rate:.0f} img/s, bare "
-              f"loop {bare_rate:.0f} img/s: the trainer keeps {100 * ratio:.0f}% of the bare "
-              f"step rate (median of {args.epoch_rounds} pairs; {100 * epoch_rate / (n / rows[0][1]):.0f}% "
-              f"of the best single step)")
+        for trainer in ("cnn_train", "cnn_train_dag"):
+            bare_rate, epoch_rate, ratio = epoch_overhead(batch_norm, args.epoch_images, n,
+                                                          args.epoch_rounds, args.seed, trainer)
+            print(f"{trainer} epoch of {args.epoch_images} images: {epoch_rate:.0f} img/s, "
+                  f"bare loop {bare_rate:.0f} img/s: the trainer keeps {100 * ratio:.0f}% of "
+                  f"the bare step rate (median of {args.epoch_rounds} pairs)")
     return [f"{name} {row[0]}" for row in rows if row[3] is not None and row[3] > args.busy]
 
 
