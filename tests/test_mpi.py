@@ -19,7 +19,7 @@ from simplenn.struct import Struct
 from simplenn.training import (ParamSlot, allreduce_derivatives, combine_statistics,
                                update_parameters, world_size_from_environment)
 from simplenn.training import comm as comm_module
-from simplenn.training.device import Device
+from simplenn.training.device import Device, dropout_generator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -238,3 +238,12 @@ def test_statistics_are_averaged_by_images():
     assert out.train.top1err == pytest.approx(15 / 40)
     assert out.train.time == pytest.approx((60 + 40) / 40)
     assert out.val.objective == pytest.approx(4.0)
+
+
+def test_dropout_streams_per_worker():
+    epoch = np.random.default_rng(7)
+    assert dropout_generator(epoch, 7, 0) is epoch  # one process: the epoch's generator
+    one, two = dropout_generator(epoch, 7, 1), dropout_generator(epoch, 7, 2)
+    draws = [g.random(4) for g in (one, two, dropout_generator(epoch, 8, 1))]
+    assert not np.allclose(draws[0], draws[1]) and not np.allclose(draws[0], draws[2])
+    np.testing.assert_array_equal(draws[0], dropout_generator(epoch, 7, 1).random(4))
