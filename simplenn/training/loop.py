@@ -59,6 +59,7 @@ from .checkpoints import (checkpoint_path, last_checkpoint, remove_stale_tempora
                           write_checkpoint)
 from .comm import get_communicator
 from .device import Device, dropout_generator, seeded_dropout
+from .options import learning_rates
 from .output import Printer, Progress, plot_statistics
 from .update import update_parameters
 
@@ -167,8 +168,6 @@ class Trainer:
             if o.postEpochFn is not None:
                 value = o.postEpochFn(model.net, params, state)
                 if value is not None:
-                    from .options import learning_rates
-
                     learning_rate = learning_rates(value, self.fname)
                     if np.all(learning_rate == 0):
                         break
