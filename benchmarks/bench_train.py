@@ -42,7 +42,9 @@ Rows:
   counts, statistics, the update, set-up, the checkpoint).  The row gives the
   median images/s of each and the median of the per-round ratios
   ``epoch / bare loop``: what share of the bare step's rate the trainer
-  keeps.  ``scipy.io`` (imported by the first checkpoint of a process,
+  keeps; and the median share of the epoch's wall time spent inside the
+  step's own work (the network call and the update, timed inside the
+  epoch), which a busy machine skews far less than the ratio of two runs.  ``scipy.io`` (imported by the first checkpoint of a process,
   ~0.6 s once) is imported before timing.
 
 Usage::
@@ -345,23 +347,66 @@ def epoch_overhead(batch_norm, images, batch_size, rounds, seed, trainer="cnn_tr
     steps = -(-images // batch_size)
     for _ in range(2):
         bare.train()
-    bare_rates, epoch_rates, ratios = [], [], []
+    bare_rates, epoch_rates, ratios, shares = [], [], [], []
     for _ in range(rounds):
         start = time.perf_counter()
         for _ in range(steps):
             bare.train()
         bare_rate = steps * batch_size / (time.perf_counter() - start)
         time.sleep(PAUSE_S)
-        with tempfile.TemporaryDirectory() as exp_dir:
+        with tempfile.TemporaryDirectory() as exp_dir, StepClock(trainer) as clock:
             start = time.perf_counter()
             train(net, imdb, get_batch, expDir=exp_dir, batchSize=batch_size, numEpochs=1,
                   val=math.nan, plotStatistics=False, verbose=False, continue_=False)
-            epoch_rate = images / (time.perf_counter() - start)
+            wall = time.perf_counter() - start
         time.sleep(PAUSE_S)
         bare_rates.append(bare_rate)
-        epoch_rates.append(epoch_rate)
-        ratios.append(epoch_rate / bare_rate)
-    return float(np.median(bare_rates)), float(np.median(epoch_rates)), float(np.median(ratios))
+        epoch_rates.append(images / wall)
+        ratios.append(images / wall / bare_rate)
+        shares.append(clock.seconds / wall)
+    return (float(np.median(bare_rates)), float(np.median(epoch_rates)),
+            float(np.median(ratios)), float(np.median(shares)))
+
+
+class StepClock:
+    """Adds up, during an epoch, the seconds spent in the step's own work:
+    the network call (``vl_simplenn`` as cnn_train calls it, or
+    ``DagNN.eval``) and the engine's ``update_parameters``.  Its share of
+    the epoch's wall time does not depend on how fast the machine is at the
+    moment (both sides slow down together), unlike a ratio of two runs."""
+
+    def __init__(self, trainer):
+        import simplenn.train
+        import simplenn.training.loop
+
+        self.targets = [(simplenn.training.loop, "update_parameters")]
+        if trainer == "cnn_train":
+            self.targets.append((simplenn.train, "vl_simplenn"))
+        else:
+            import dagnn
+
+            self.targets.append((dagnn.DagNN, "eval"))
+        self.seconds = 0.0
+
+    def __enter__(self):
+        self.saved = [(owner, name, getattr(owner, name)) for owner, name in self.targets]
+        for owner, name, function in self.saved:
+            setattr(owner, name, self._timed(function))
+        return self
+
+    def __exit__(self, *exc):
+        for owner, name, function in self.saved:
+            setattr(owner, name, function)
+        return False
+
+    def _timed(self, function):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+        return timed
 
 
 # --------------------------------------------------------------------------
@@ -470,11 +515,12 @@ def run_network(args, torch, batch_norm):
 
     if not args.no_epoch:
         for trainer in ("cnn_train", "cnn_train_dag"):
-            bare_rate, epoch_rate, ratio = epoch_overhead(batch_norm, args.epoch_images, n,
-                                                          args.epoch_rounds, args.seed, trainer)
+            bare_rate, epoch_rate, ratio, share = epoch_overhead(
+                batch_norm, args.epoch_images, n, args.epoch_rounds, args.seed, trainer)
             print(f"{trainer} epoch of {args.epoch_images} images: {epoch_rate:.0f} img/s, "
                   f"bare loop {bare_rate:.0f} img/s: the trainer keeps {100 * ratio:.0f}% of "
-                  f"the bare step rate (median of {args.epoch_rounds} pairs)")
+                  f"the bare step rate; {100 * share:.1f}% of the epoch is the step's own "
+                  f"work (medians of {args.epoch_rounds} rounds)")
     return [f"{name} {row[0]}" for row in rows if row[3] is not None and row[3] > args.busy]
 
 
