@@ -276,8 +276,6 @@ def allreduce_derivatives(slots, comm):
     present = [slot for slot in slots if slot.value is not None]
     if not present:
         return
-    ders = [slot.der for slot in present if slot.der is not None]
-    dtype = np.result_type(*[d.dtype for d in ders]) if ders else present[0].value.dtype
     arrays = []
     for slot in present:
         if slot.der is None:
@@ -285,6 +283,8 @@ def allreduce_derivatives(slots, comm):
             arrays.append(xp.zeros(np.shape(slot.value), dtype=slot.value.dtype))
         else:
             arrays.append(slot.der)
+    # the counts in the buffer's own precision (small integers are exact)
+    dtype = np.result_type(*[a.dtype for a in arrays])
     arrays.append(np.array([slot.der is not None for slot in present], dtype=dtype))
     summed = comm.allreduce_arrays(arrays)
     counts = summed[-1]
