@@ -9,8 +9,10 @@ decay * w; v = momentum * v - g; w = w + lr * v``; bnorm moments take
 ``w = (1 - a) * w + a * moments``).  The network is the one of
 ``examples/cnn_mnist.py`` (``cnn_mnist_init``): conv 5x5x1x20, max pool
 2/2, conv 5x5x20x50, max pool 2/2, conv 4x4x50x500, relu, conv 1x1x500x10,
-softmaxloss; ``--batch-norm`` times the variant with a bnorm layer after
-each of the first three convolutions instead.
+softmaxloss; and LeNet with batch normalisation (a bnorm layer after each
+of the first three convolutions, ``cnn_mnist_init``'s
+``batchNormalization``).  Both are timed by default; ``--network plain``
+or ``--network bnorm`` times one.
 
 When ``import torch`` works the same step is timed in PyTorch with
 ``torch.set_num_threads(2)``: an equivalent ``nn.Sequential`` (same
@@ -29,18 +31,27 @@ Rows:
 * ``train step``: forward + backward + update, what a training batch costs;
 * ``val forward``: ``vl_simplenn`` in test mode (``torch.no_grad`` and
   ``model.eval()``), what a validation batch costs;
-* ``cnn_train epoch`` (ours only, skipped with ``--no-epoch``): a whole
-  ``cnn_train`` epoch of ``--epoch-images`` random training images without
-  validation, figures or messages, in images per second and as a share
-  of the ``train step`` row's rate.  That row is a minimum, so the share
-  shows the spread of step times as well as what the trainer adds (batch
-  fetching, error counts, the first steps' fresh buffers, the checkpoint
-  written at the end).
+* ``cnn_train epoch`` and ``cnn_train_dag epoch`` (ours only, skipped
+  with ``--no-epoch``): the trainers' overhead.  In each of
+  ``--epoch-rounds`` rounds, the bare step is run back to back as many
+  times as an epoch of ``--epoch-images`` random training images has
+  batches (``bare loop``: the mean step, no batch fetching; for
+  ``cnn_train_dag`` the step of the same LeNet as a DagNN, ``net.eval``
+  and the same update), then a whole epoch of the trainer over those
+  images without validation, figures or messages (batch fetching, error
+  counts, statistics, the update, set-up, the checkpoint).  The row gives the
+  median images/s of each and the median of the per-round ratios
+  ``epoch / bare loop``: what share of the bare step's rate the trainer
+  keeps; and the median share of the epoch's wall time spent inside the
+  step's own work (the network call and the update, timed inside the
+  epoch), which a busy machine skews far less than the ratio of two runs.  ``scipy.io`` (imported by the first checkpoint of a process,
+  ~0.6 s once) is imported before timing.
 
 Usage::
 
     python benchmarks/bench_train.py [--batch-size 100] [--repeat 10]
-                                     [--batch-norm] [--no-torch] [--no-epoch]
+                                     [--network both|plain|bnorm]
+                                     [--no-torch] [--no-epoch]
 
 Measuring (/work/shared/PERFORMANCE.md): torch's and OpenBLAS's idle
 threads spin for about 0.13 s after each call, so each side is timed in its
@@ -54,6 +65,7 @@ above ``--busy``: rerun such a row on a quiet machine before trusting it.
 
 import argparse
 import gc
+import importlib
 import math
 import os
 import sys
@@ -160,6 +172,30 @@ class OurStep:
                 out += [np.asarray(layer["weights"][0]).ravel(),
                         np.asarray(layer["weights"][1]).ravel()]
         return out
+
+
+class DagStep:
+    """The same step on the LeNet DagNN (``fromSimpleNN``): ``net.eval``
+    forward and backward, then the same update of every parameter."""
+
+    def __init__(self, net, images, labels):
+        self.net = net
+        self.inputs = ["input", images, "label", labels]
+        self.velocity = [0] * len(net.params)
+
+    def train(self):
+        net = self.net
+        net.mode = "normal"
+        net.eval(self.inputs, ["objective", 1])
+        for p, param in enumerate(net.params):
+            w, grad = param.value, param.der
+            if param.trainMethod == "average":
+                rate = float(param.learningRate)
+                param.value = (1 - rate) * w + (rate / param.fanout) * grad
+                continue
+            grad = grad + (WEIGHT_DECAY * float(param.weightDecay)) * w
+            self.velocity[p] = MOMENTUM * self.velocity[p] - grad
+            param.value = w + (LEARNING_RATE * float(param.learningRate)) * self.velocity[p]
 
 
 class TorchStep:
@@ -274,27 +310,103 @@ def timed(fn, repeat, warmup, retries, busy):
     return best, load
 
 
-def cnn_train_epoch_rate(batch_norm, images, batch_size, seed):
-    """Images per second of one cnn_train epoch over ``images`` random
-    training images (no validation, figures, messages)."""
-    from simplenn import cnn_train
-
+def epoch_overhead(batch_norm, images, batch_size, rounds, seed, trainer="cnn_train"):
+    """Median images/s of the bare loop and of a trainer's epoch over the
+    same number of batches, and the median of their per-round ratios.
+    ``trainer``: ``'cnn_train'`` (the bare step of :class:`OurStep`) or
+    ``'cnn_train_dag'`` (LeNet as a DagNN, the bare step of
+    :class:`DagStep`)."""
     rng = np.random.default_rng(seed)
     data = rng.standard_normal((28, 28, 1, images), dtype=np.float32) * 80
     labels = rng.integers(1, 11, size=images).astype(np.float64)
-
-    def get_batch(imdb, batch):
-        return imdb["images"]["data"][:, :, :, batch], imdb["images"]["labels"][batch]
-
     imdb = {"images": {"data": data, "labels": labels, "set": np.ones(images)}}
-    net = lenet(batch_norm, np.random.default_rng(seed))
-    with tempfile.TemporaryDirectory() as exp_dir:
+    # a batch as get_batch returns it (a contiguous copy)
+    first = np.ascontiguousarray(data[:, :, :, :batch_size]), labels[:batch_size]
+    if trainer == "cnn_train":
+        from simplenn import cnn_train as train
+
+        def get_batch(imdb, batch):
+            return imdb["images"]["data"][:, :, :, batch], imdb["images"]["labels"][batch]
+
+        net = lenet(batch_norm, np.random.default_rng(seed))
+        bare = OurStep(lenet(batch_norm, np.random.default_rng(seed)), *first)
+    else:
+        import dagnn
+        from dagnn import cnn_train_dag as train
+
+        def get_batch(imdb, batch):
+            return ["input", imdb["images"]["data"][:, :, :, batch],
+                    "label", imdb["images"]["labels"][batch]]
+
+        def dag():
+            return dagnn.DagNN.fromSimpleNN(lenet(batch_norm, np.random.default_rng(seed)),
+                                            canonicalNames=True)
+
+        net = dag()
+        bare = DagStep(dag(), *first)
+    steps = -(-images // batch_size)
+    for _ in range(2):
+        bare.train()
+    bare_rates, epoch_rates, ratios, shares = [], [], [], []
+    for _ in range(rounds):
         start = time.perf_counter()
-        _, info = cnn_train(net, imdb, get_batch, expDir=exp_dir, batchSize=batch_size,
-                            numEpochs=1, val=math.nan, plotStatistics=False, verbose=False,
-                            continue_=False)
-        wall = time.perf_counter() - start
-    return images / wall, wall, info.train.objective[-1]
+        for _ in range(steps):
+            bare.train()
+        bare_rate = steps * batch_size / (time.perf_counter() - start)
+        time.sleep(PAUSE_S)
+        with tempfile.TemporaryDirectory() as exp_dir, StepClock(trainer) as clock:
+            start = time.perf_counter()
+            train(net, imdb, get_batch, expDir=exp_dir, batchSize=batch_size, numEpochs=1,
+                  val=math.nan, plotStatistics=False, verbose=False, continue_=False)
+            wall = time.perf_counter() - start
+        time.sleep(PAUSE_S)
+        bare_rates.append(bare_rate)
+        epoch_rates.append(images / wall)
+        ratios.append(images / wall / bare_rate)
+        shares.append(clock.seconds / wall)
+    return (float(np.median(bare_rates)), float(np.median(epoch_rates)),
+            float(np.median(ratios)), float(np.median(shares)))
+
+
+class StepClock:
+    """Adds up, during an epoch, the seconds spent in the step's own work:
+    the network call (``vl_simplenn`` as cnn_train calls it, or
+    ``DagNN.eval``) and the engine's ``update_parameters``.  Its share of
+    the epoch's wall time does not depend on how fast the machine is at the
+    moment (both sides slow down together), unlike a ratio of two runs."""
+
+    def __init__(self, trainer):
+        import simplenn.train
+        import simplenn.training.loop
+
+        self.targets = [(simplenn.training.loop, "update_parameters")]
+        if trainer == "cnn_train":
+            self.targets.append((simplenn.train, "vl_simplenn"))
+        else:
+            import dagnn
+
+            self.targets.append((dagnn.DagNN, "eval"))
+        self.seconds = 0.0
+
+    def __enter__(self):
+        self.saved = [(owner, name, getattr(owner, name)) for owner, name in self.targets]
+        for owner, name, function in self.saved:
+            setattr(owner, name, self._timed(function))
+        return self
+
+    def __exit__(self, *exc):
+        for owner, name, function in self.saved:
+            setattr(owner, name, function)
+        return False
+
+    def _timed(self, function):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+        return timed
 
 
 # --------------------------------------------------------------------------
@@ -315,41 +427,62 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=100, help="images per step (100)")
     ap.add_argument("--repeat", type=int, default=10, help="timed steps per block (10)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (3)")
-    ap.add_argument("--batch-norm", action="store_true",
-                    help="time LeNet with bnorm layers (cnn_mnist_init's batchNormalization)")
+    ap.add_argument("--network", choices=("both", "plain", "bnorm"), default="both",
+                    help="LeNet, LeNet with batch normalisation, or both (default)")
+    ap.add_argument("--batch-norm", action="store_true", help="same as --network bnorm")
     ap.add_argument("--no-torch", action="store_true", help="do not time torch")
     ap.add_argument("--no-epoch", action="store_true", help="skip the cnn_train epoch row")
     ap.add_argument("--epoch-images", type=int, default=1000,
                     help="training images of the cnn_train epoch row (1000)")
+    ap.add_argument("--epoch-rounds", type=int, default=5,
+                    help="bare-loop / epoch pairs timed for the epoch row (5)")
     ap.add_argument("--retries", type=int, default=2,
                     help="redo a block this many times while other processes are busy (2)")
     ap.add_argument("--busy", type=float, default=0.3,
                     help="foreign load (cores) above which a block is redone (0.3)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.batch_norm:
+        args.network = "bnorm"
 
     torch = None
     if not args.no_torch:
         try:
             import torch
-        except ImportError:
-            print("torch is not installed: timing vlnn only")
+        except Exception as exc:  # not installed, or a broken installation
+            print(f"torch is not usable ({type(exc).__name__}): timing vlnn only")
+            torch = None
     if torch is not None:
         torch.set_num_threads(2)
         torch.manual_seed(args.seed)
+    importlib.import_module("scipy.io")  # imported once per process by the first checkpoint
 
+    print(f"numpy {np.__version__}" + (f", torch {torch.__version__} (2 threads)"
+                                      if torch is not None else "") + f", {os.cpu_count()} cores")
+    variants = {"both": (False, True), "plain": (False,), "bnorm": (True,)}[args.network]
+    contended = []
+    for batch_norm in variants:
+        contended += run_network(args, torch, batch_norm)
+    if contended:
+        print(f"\nwarning: other processes kept more than {args.busy} cores busy while timing "
+              f"{', '.join(contended)} (marked !): rerun on a quiet machine")
+    print("\nratio = torch time / our time (above 1: vlnn is faster); minimum over "
+          f"{args.repeat} steps per block")
+    return 0
+
+
+def run_network(args, torch, batch_norm):
+    """Time one network; returns the labels of the rows timed under load."""
     rng = np.random.default_rng(args.seed)
     n = args.batch_size
     # mean-subtracted MNIST pixels spread about +-100 around 0
     images = rng.standard_normal((28, 28, 1, n), dtype=np.float32) * 80
     labels = rng.integers(1, 11, size=n)
-    name = "LeNet" + (" + bnorm" if args.batch_norm else "")
-    print(f"{name}, batch of {n} 28x28x1 float32 images, SGD momentum {MOMENTUM}, "
+    name = "LeNet" + (" + bnorm" if batch_norm else "")
+    print(f"\n{name}, batch of {n} 28x28x1 float32 images, SGD momentum {MOMENTUM}, "
           f"lr {LEARNING_RATE}, weight decay {WEIGHT_DECAY}")
-    print(f"numpy {np.__version__}" + (f", torch {torch.__version__} (2 threads)"
-                                      if torch is not None else "") + f", {os.cpu_count()} cores")
 
-    ours = OurStep(lenet(args.batch_norm, rng), images, labels)
+    ours = OurStep(lenet(batch_norm, rng), images, labels)
     theirs = TorchStep(torch, ours.net, images, labels) if torch is not None else None
     if theirs is not None:
         before = [np.array(p, np.float64) for p in ours.parameters()]
@@ -369,7 +502,6 @@ def main(argv=None):
         loads = [v for v in (ours_load, theirs_load) if v is not None]
         rows.append((label, ours_s, theirs_s, max(loads) if loads else None))
 
-    print()
     print(f"{'':<16}{'ours ms':>9}{'img/s':>9}{'torch ms':>10}{'img/s':>9}{'ratio':>8}  busy")
     for label, ours_s, theirs_s, load in rows:
         line = f"{label:<16}{1e3 * ours_s:>9.2f}{n / ours_s:>9.0f}"
@@ -382,18 +514,14 @@ def main(argv=None):
         print(line)
 
     if not args.no_epoch:
-        rate, wall, objective = cnn_train_epoch_rate(args.batch_norm, args.epoch_images, n,
-                                                     args.seed)
-        step_rate = n / rows[0][1]
-        print(f"\ncnn_train epoch of {args.epoch_images} images: {wall:.2f} s, {rate:.0f} img/s "
-              f"({100 * rate / step_rate:.0f}% of the bare step rate; objective {objective:.3f})")
-    contended = [row[0] for row in rows if row[3] is not None and row[3] > args.busy]
-    if contended:
-        print(f"\nwarning: other processes kept more than {args.busy} cores busy while timing "
-              f"{', '.join(contended)} (marked !): rerun on a quiet machine")
-    print("\nratio = torch time / our time (above 1: vlnn is faster); minimum over "
-          f"{args.repeat} steps per block")
-    return 0
+        for trainer in ("cnn_train", "cnn_train_dag"):
+            bare_rate, epoch_rate, ratio, share = epoch_overhead(
+                batch_norm, args.epoch_images, n, args.epoch_rounds, args.seed, trainer)
+            print(f"{trainer} epoch of {args.epoch_images} images: {epoch_rate:.0f} img/s, "
+                  f"bare loop {bare_rate:.0f} img/s: the trainer keeps {100 * ratio:.0f}% of "
+                  f"the bare step rate; {100 * share:.1f}% of the epoch is the step's own "
+                  f"work (medians of {args.epoch_rounds} rounds)")
+    return [f"{name} {row[0]}" for row in rows if row[3] is not None and row[3] > args.busy]
 
 
 if __name__ == "__main__":

@@ -13,5 +13,6 @@ from .io import load_net, save_net
 from .layer import Layer, layer_class, register_layer
 from .layers import *  # noqa: F401,F403  (every block class: dagnn.Conv, ...)
 from .layers import __all__ as _layer_names
+from .train import cnn_train_dag
 
-__all__ = ["DagNN", "load_net", "save_net", "layer_class", "register_layer", *_layer_names]
+__all__ = ["DagNN", "load_net", "save_net", "cnn_train_dag", "layer_class", "register_layer", *_layer_names]

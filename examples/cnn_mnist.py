@@ -8,6 +8,8 @@ A port of MatConvNet's ``examples/mnist/cnn_mnist.m`` and
     python3 examples/cnn_mnist.py --batch-norm         # with batch normalisation
     python3 examples/cnn_mnist.py --data-dir data/mnist  # the real MNIST (IDX files)
     python3 examples/cnn_mnist.py --quick              # a few seconds: smoke test
+    python3 examples/cnn_mnist.py --network-type dagnn # the same LeNet as a DagNN
+    mpiexec -n 2 python3 examples/cnn_mnist.py         # 2 workers (pip install '.[mpi]')
 
 It builds the network, prepares an image database (``imdb``), trains with
 ``cnn_train`` and prints the final validation error and where the training
@@ -52,6 +54,13 @@ only 300 updates: their defaults are batches of 50 and twice the learning
 rate, for 15 epochs (``DIGITS_TRAIN_OPTS``).  ``--epochs``,
 ``--batch-size`` and ``--learning-rate`` override either.
 
+DagNN.  ``--network-type dagnn`` (cnn_mnist's ``networkType``) converts
+the same LeNet with ``DagNN.fromSimpleNN(net, canonicalNames=True)``, adds
+two Loss layers for the top-1 (``error``) and top-5 (``top5err``) errors,
+and trains it with ``cnn_train_dag``, whose ``get_batch`` returns the
+named inputs ``['input', images, 'label', labels]``; its experiment folder
+gets ``-dagnn`` in its name.
+
 Checkpoints.  cnn_train saves ``net-epoch-N.mat`` in the experiment folder
 after every epoch and resumes from the last one, so a second run continues
 where the first stopped (and trains nothing if it finished): change
@@ -73,7 +82,10 @@ import time
 
 import numpy as np
 
+import dagnn
+from dagnn import cnn_train_dag
 from simplenn import Struct, cnn_train, vl_simplenn_tidy
+from simplenn.training import get_communicator
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -92,13 +104,16 @@ DIGITS_TRAIN_OPTS = {"batchSize": 50, "numEpochs": 15, "learningRate": 0.002}
 # cnn_mnist_init
 # --------------------------------------------------------------------------
 
-def cnn_mnist_init(batch_normalization=False, seed=0):
+def cnn_mnist_init(batch_normalization=False, seed=0, network_type="simplenn"):
     """LeNet for 28x28x1 images, as MatConvNet's ``cnn_mnist_init``.
 
     ``rng(0)`` and ``f * randn(..., 'single')`` become a seeded NumPy
     generator: the same distribution, not MATLAB's numbers.  Returns the
     tidied network with ``meta.inputSize``, ``meta.trainOpts`` and
-    ``meta.classes``.
+    ``meta.classes``; with ``network_type='dagnn'``, that network as a
+    DagNN (``fromSimpleNN`` with canonical names: inputs ``input`` and
+    ``label``, outputs ``prediction`` and ``objective``) with two more
+    Loss layers for the errors, ``error`` (top-1) and ``top5err``.
     """
     rng = np.random.default_rng(seed)
     f = np.float32(1 / 100)
@@ -136,7 +151,16 @@ def cnn_mnist_init(batch_normalization=False, seed=0):
                       classes=Struct(name=[str(c) for c in range(1, 11)]))
 
     # fill in default values
-    return vl_simplenn_tidy(net)
+    net = vl_simplenn_tidy(net)
+    if network_type == "simplenn":
+        return net
+    if network_type != "dagnn":
+        raise ValueError(f"network_type must be 'simplenn' or 'dagnn', got {network_type!r}")
+    net = dagnn.DagNN.fromSimpleNN(net, canonicalNames=True)
+    net.addLayer("top1err", dagnn.Loss("loss", "classerror"), ["prediction", "label"], "error")
+    net.addLayer("top5err", dagnn.Loss("loss", "topkerror", "opts", ["topk", 5]),
+                 ["prediction", "label"], "top5err")
+    return net
 
 
 def insert_bnorm(net, l):
@@ -238,29 +262,39 @@ def get_batch(imdb, batch):
     return images, labels
 
 
+def get_dagnn_batch(imdb, batch):
+    """``inputs = getDagNNBatch(opts, imdb, batch)``: the DagNN's named inputs."""
+    images, labels = get_batch(imdb, batch)
+    return ["input", images, "label", labels]
+
+
 # --------------------------------------------------------------------------
 # cnn_mnist
 # --------------------------------------------------------------------------
 
-def default_exp_dir(data_dir, batch_normalization, quick):
-    """``data/<data>-baseline``, ``-bnorm`` and ``-quick`` appended as set."""
+def default_exp_dir(data_dir, batch_normalization, quick, network_type="simplenn"):
+    """``data/<data>-baseline``, ``-dagnn``, ``-bnorm`` and ``-quick``
+    appended as set."""
     return os.path.join("data", ("mnist" if data_dir else "digits") + "-baseline"
+                        + ("-dagnn" if network_type == "dagnn" else "")
                         + ("-bnorm" if batch_normalization else "")
                         + ("-quick" if quick else ""))
 
 
-def cnn_mnist(data_dir=None, exp_dir=None, batch_normalization=False, quick=False, **train):
-    """Train LeNet; returns ``(net, info)`` as cnn_train does.
+def cnn_mnist(data_dir=None, exp_dir=None, batch_normalization=False, quick=False,
+              network_type="simplenn", **train):
+    """Train LeNet; returns ``(net, info)`` as cnn_train (or, with
+    ``network_type='dagnn'``, cnn_train_dag) does.
 
     ``train`` holds cnn_train options that override the defaults
     (``numEpochs``, ``batchSize``, ``learningRate``, ``continue``, ...).
     """
     if exp_dir is None:
-        exp_dir = default_exp_dir(data_dir, batch_normalization, quick)
+        exp_dir = default_exp_dir(data_dir, batch_normalization, quick, network_type)
 
     # prepare the data
     imdb = get_mnist_imdb(data_dir) if data_dir else get_digits_imdb()
-    net = cnn_mnist_init(batch_normalization=batch_normalization)
+    net = cnn_mnist_init(batch_normalization=batch_normalization, network_type=network_type)
 
     opts = dict(net.meta.trainOpts) if data_dir else dict(DIGITS_TRAIN_OPTS)
     opts["expDir"] = exp_dir
@@ -274,6 +308,8 @@ def cnn_mnist(data_dir=None, exp_dir=None, batch_normalization=False, quick=Fals
     opts.update(train)
 
     # train
+    if network_type == "dagnn":
+        return cnn_train_dag(net, imdb, get_dagnn_batch, **opts)
     return cnn_train(net, imdb, get_batch, **opts)
 
 
@@ -288,6 +324,9 @@ def main(argv=None):
                         help="checkpoints and figures (default: data/<data>-baseline...)")
     parser.add_argument("--batch-norm", action="store_true",
                         help="insert bnorm layers (cnn_mnist_init's batchNormalization)")
+    parser.add_argument("--network-type", choices=("simplenn", "dagnn"), default="simplenn",
+                        help="train a SimpleNN with cnn_train (default) or the same LeNet "
+                             "as a DagNN with cnn_train_dag (cnn_mnist's networkType)")
     parser.add_argument("--epochs", type=int, metavar="N",
                         help="numEpochs (default: 15 on the digits, 20 on MNIST)")
     parser.add_argument("--batch-size", type=int, metavar="N",
@@ -319,32 +358,40 @@ def main(argv=None):
     if args.learning_rate is not None:
         train["learningRate"] = args.learning_rate
 
-    exp_dir = args.exp_dir or default_exp_dir(args.data_dir, args.batch_norm, args.quick)
+    exp_dir = args.exp_dir or default_exp_dir(args.data_dir, args.batch_norm, args.quick,
+                                              args.network_type)
     done = [int(m.group(1)) for m in map(CHECKPOINT.fullmatch, os.listdir(exp_dir)) if m] \
         if args.continue_ and os.path.isdir(exp_dir) else []
     start = time.perf_counter()
     net, info = cnn_mnist(data_dir=args.data_dir, exp_dir=exp_dir,
-                          batch_normalization=args.batch_norm, quick=args.quick, **train)
+                          batch_normalization=args.batch_norm, quick=args.quick,
+                          network_type=args.network_type, **train)
     elapsed = time.perf_counter() - start
+    if get_communicator().rank != 0:
+        return 0  # under mpiexec, worker 0 reports for all
 
-    epochs = len(info.val.top1err)
+    epochs = len(info.val.objective)
     print()
     if not epochs:
         print("no epoch trained")
         return 0
     resumed = f" (resumed after epoch {max(done)})" if done else ""
     print(f"epochs: {epochs}, wall time {elapsed:.1f} s (data and training){resumed}")
+    top1 = "error" if args.network_type == "dagnn" else "top1err"  # the DagNN's var name
     print(f"training:   objective {info.train.objective[-1]:.4f}, "
-          f"top1err {100 * info.train.top1err[-1]:.2f}%")
+          f"top1err {100 * info.train[top1][-1]:.2f}%")
     print(f"validation: objective {info.val.objective[-1]:.4f}, "
-          f"top1err {100 * info.val.top1err[-1]:.2f}%, "
+          f"top1err {100 * info.val[top1][-1]:.2f}%, "
           f"top5err {100 * info.val.top5err[-1]:.2f}%")
     figure = os.path.join(exp_dir, "net-train.png")
     if os.path.exists(figure):
         print(f"training curves: {figure}")
     print(f"checkpoints: {os.path.join(exp_dir, 'net-epoch-N.mat')} (N = 1..{epochs})")
-    print(f"the network: python3 -m simplenn display "
-          f"{os.path.join(exp_dir, f'net-epoch-{epochs}.mat')}")
+    checkpoint = os.path.join(exp_dir, f"net-epoch-{epochs}.mat")
+    if args.network_type == "dagnn":
+        print(f"the network: python3 -m dagnn print {checkpoint}")
+    else:
+        print(f"the network: python3 -m simplenn display {checkpoint}")
     return 0
 
 

@@ -927,9 +927,10 @@ def to_mat(value, where, fname="save_net"):
 
 
 
-def write_mat(path, variables, fname="save_net"):
+def write_mat(path, variables, fname="save_net", compress=True):
     """Write ``variables`` (a mapping of names to values already converted
-    by :func:`to_mat`) as a compressed MAT v7 file.
+    by :func:`to_mat`) as a compressed MAT v7 file (``compress=False``: the
+    uncompressed v6 layout, which MATLAB reads as well).
 
     The data go to a temporary file in the same folder, which is renamed
     over ``path`` only once completely written: a failure midway (a full
@@ -946,7 +947,7 @@ def write_mat(path, variables, fname="save_net"):
                                          dir=folder)
     try:
         with os.fdopen(handle, "wb") as stream:
-            scipy.io.savemat(stream, dict(variables), do_compression=True,
+            scipy.io.savemat(stream, dict(variables), do_compression=compress,
                              long_field_names=True, oned_as="row", format="5")
             stream.flush()
             os.fsync(stream.fileno())

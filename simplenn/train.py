@@ -3,66 +3,40 @@
 Stochastic gradient descent with momentum (or one of the solvers of
 :mod:`simplenn.solvers`) over a SimpleNN network, epoch by epoch, with a
 checkpoint ``net-epoch-N.mat`` after every epoch from which training
-resumes.  The arithmetic is MatConvNet's final code (see
-MATCONVNET_SEMANTICS.md, sections 27, 28 and 31); the differences are the
-Python conventions (0-based image positions) and the points listed in
-:func:`cnn_train`'s Notes.
+resumes.  The epoch loop, the update, the checkpoints, the progress and
+the figures are the shared engine of :mod:`simplenn.training`; this module
+holds what is SimpleNN's: the ``vl_simplenn`` call, the per-layer
+multipliers and the error functions.  The arithmetic is MatConvNet's
+final code (see MATCONVNET_SEMANTICS.md, sections 27, 28 and 31).
 """
 
-import contextlib
-import cProfile
-import inspect
-import io as _stdio
 import math
 import os
-import pstats
 import re
-import sys
-import tempfile
-import time
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
 
-from vlnn._backend import get_array_module, gpu_module, shape4, to_host
-from vlnn._options import as_float, as_int, numbers_of, parse_options
+from vlnn._backend import get_array_module, shape4
 
 from . import matfile
-from .io import layer_to_mat, network_from_variables
 from .display import vl_simplenn_display
+from .io import layer_to_mat, network_from_variables
 from .move import vl_simplenn_move
 from .simplenn import vl_simplenn
 from .struct import Struct
 from .tidy import vl_simplenn_tidy
+from .training import (COMMON_OPTIONS, ParamSlot, Printer, Trainer, figure_tools,
+                       get_communicator, image_subset, parse_training_options,
+                       per_statistic, save_figure, stats_from_variable, stats_variable,
+                       to_host)
 
-__all__ = ["cnn_train"]
+__all__ = ["cnn_train", "error_multiclass", "error_binary", "error_none"]
 
 FNAME = "cnn_train"
 
 OPTIONS = {
-    "expDir": os.path.join("data", "exp"),
-    "continue": True,
-    "batchSize": 256,
-    "numSubBatches": 1,
-    "train": None,
-    "val": None,
-    "gpus": None,
-    "epochSize": math.inf,
-    "prefetch": False,
-    "numEpochs": 300,
-    "learningRate": 0.001,
-    "weightDecay": 0.0005,
-    "solver": None,
-    "solverOpts": None,
-    "momentum": 0.9,
-    "saveSolverState": True,
-    "saveMomentum": None,
-    "nesterovUpdate": False,
-    "randomSeed": 0,
-    "memoryMapFile": os.path.join(tempfile.gettempdir(), "matconvnet.bin"),
-    "profile": False,
-    "parameterServer": None,
+    **COMMON_OPTIONS,
     "conserveMemory": True,
     "backPropDepth": math.inf,
     "sync": False,
@@ -70,12 +44,8 @@ OPTIONS = {
     "errorFunction": "multiclass",
     "errorLabels": None,
     "plotDiagnostics": False,
-    "plotStatistics": True,
-    "postEpochFn": None,
-    "verbose": True,
 }
 
-_CHECKPOINT = re.compile(r"net-epoch-(\d+)\.mat")
 _FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
 
 
@@ -153,7 +123,9 @@ def cnn_train(net, imdb, get_batch, *args, **opts):
         ``[]``: compute on the CPU.  ``[k]``: compute on GPU ``k`` with
         CuPy, numbered from 1 as MATLAB's ``gpuDevice`` (``[1]`` is CuPy
         device 0); the network and solver state move there for each epoch
-        and back to the CPU after it.  Several GPUs are not supported.
+        and back to the CPU after it.  Several GPUs need one process each
+        (``mpiexec -n P``, see Notes): worker ``r`` uses ``gpus[r]``, and
+        the list must have ``P`` entries.
     epochSize : int or inf, default inf
         At most this many training images per epoch (the first ones of the
         epoch's shuffle).
@@ -191,14 +163,15 @@ def cnn_train(net, imdb, get_batch, *args, **opts):
         Epoch ``e`` draws its shuffles (and the dropout masks) from
         ``numpy.random.default_rng(randomSeed + e)``.
     memoryMapFile : str, default ``<tempdir>/matconvnet.bin``
-        MatConvNet's multi-GPU exchange file; accepted and unused.
+        MatConvNet's multi-GPU exchange file; accepted and unused (the
+        workers exchange through MPI).
     profile : bool, default False
         Profile each epoch's training and validation with :mod:`cProfile`;
         the report is printed and kept in ``state.prof.train`` and
         ``state.prof.val`` (saved in the checkpoint).
     parameterServer : mapping, default ``{'method': 'mmap', 'prefix': 'mcn'}``
         MatConvNet's multi-GPU parameter server settings; accepted and
-        unused (one worker).
+        unused (the workers exchange through MPI).
     conserveMemory : bool, default True
         Passed to :func:`~simplenn.simplenn.vl_simplenn`.
     backPropDepth : int or inf, default inf
@@ -288,7 +261,7 @@ def cnn_train(net, imdb, get_batch, *args, **opts):
     layers return the average), so ``objective`` is the average loss.
 
     Checkpoints.  ``net-epoch-N.mat`` holds MatConvNet's three variables,
-    in the MAT v7 layout of :func:`~simplenn.io.save_net`: ``net`` (a
+    in the MAT layout of :func:`~simplenn.io.save_net` (uncompressed): ``net`` (a
     struct with ``layers`` and ``meta``), ``state`` (``solverState``, a
     cell per layer of cells per weight, each ``0``, an array or a struct;
     ``stats`` of the last epoch; ``prof`` when profiling) and ``stats``
@@ -308,18 +281,40 @@ def cnn_train(net, imdb, get_batch, *args, **opts):
     evaluated (``train=nan``) but not trained, since their callables
     cannot be stored.
 
-    Differences from MatConvNet: one worker only (``gpus`` holds at most one
-    GPU; ``memoryMapFile`` and ``parameterServer`` are accepted and
-    unused); the training figure is a PNG (``net-train.png``), not a PDF;
+    Several workers.  Started by an MPI launcher with ``P > 1`` processes
+    (``mpiexec -n P python3 script.py``; detected from the launcher's
+    environment, see :mod:`simplenn.training.comm`), cnn_train runs as
+    MatConvNet's multi-GPU ``spmd`` code: ``batchSize`` is the global
+    batch, worker ``r`` (0-based) takes the images
+    ``subset[t + r + s*P : batch_end : numSubBatches*P]`` of sub-batch
+    ``s`` of the batch starting at ``t``, the parameter derivatives are
+    summed across the workers before every update (one allreduce of a
+    flat buffer) and divided by ``numWorkers = P * numSubBatches`` in the
+    rules above, bnorm moments included.  Worker 0's network and solver
+    state (or the checkpoint it resumes from) are sent to every worker at
+    the start; only worker 0 prints, draws and writes checkpoints; the
+    returned statistics (and the checkpoints') are the workers' combined
+    (averages weighted by ``num``, ``num`` summed).  Worker ``r > 0``
+    draws its dropout masks from ``numpy.random.default_rng([randomSeed +
+    epoch, r])``.  An exception in one worker stops all of them
+    (``MPI.COMM_WORLD.Abort``) after printing the failing rank and the
+    error.  mpi4py is imported only then (``pip install 'vlnn[mpi]'``).
+
+    Differences from MatConvNet: ``memoryMapFile`` and ``parameterServer``
+    are accepted and unused (MPI replaces them); the checkpoints are not
+    compressed (network weights do not compress); the training figure is a
+    PNG (``net-train.png``), not a PDF;
     the statistics are accumulated in double precision; ``prefetch`` skips
     empty batches; ``'binary'`` lays labels with one element per image
     along the images (MATLAB's ``bsxfun`` would cross a ``1 x N`` label
     row with the ``1 x 1 x K x N`` scores); ``errorLabels`` must be valid
     MATLAB field names; ``verbose`` is ours.  As MATLAB's ``rng(randomSeed +
     epoch)`` also drives ``rand`` in dropout, the epoch's generator is
-    installed as :data:`vlnn.dropout.DEFAULT_RNG` while the epoch runs (and
-    CuPy's global random state is seeded on the GPU), so that dropout
-    networks resume exactly too.
+    installed with :func:`vlnn.set_random_generator` while the epoch runs
+    (the caller's is restored after), so that dropout networks resume
+    exactly too.  Hidden temporary files
+    ``.net-epoch-N.mat.*.tmp`` left in ``expDir`` by a run killed while
+    writing a checkpoint are removed when training starts.
 
     Examples
     --------
@@ -330,18 +325,13 @@ def cnn_train(net, imdb, get_batch, *args, **opts):
     ...                       val=np.flatnonzero(imdb['images']['set'] == 3))
     >>> info.val.top1err[-1]
     """
-    o = _parse(args, opts)
-    device = _Device(o.gpus)
+    o = parse_training_options(FNAME, args, opts, OPTIONS)
     if not callable(get_batch):
         raise TypeError(f"{FNAME}: get_batch must be callable, got {type(get_batch).__name__}")
-    exp_dir = os.fspath(o.expDir)
-    os.makedirs(exp_dir, exist_ok=True)
-    o.train = _subset(o.train, imdb, 1, "train")
-    o.val = _subset(o.val, imdb, 2, "val")
-    say = _Printer(o.verbose)
-
-    # ----------------------------------------------------------------------
-    # initialisation
+    o.train = image_subset(o.train, imdb, 1, "train", FNAME)
+    o.val = image_subset(o.val, imdb, 2, "val", FNAME)
+    comm = get_communicator(FNAME)
+    say = Printer(o.verbose and comm.rank == 0)
 
     net = vl_simplenn_tidy(net)
     layers = net.layers
@@ -350,221 +340,188 @@ def cnn_train(net, imdb, get_batch, *args, **opts):
                          f"loss), got {len(layers)}")
     layers[-2]["precious"] = True  # keep the predictions, used for the errors
     for layer in layers:
-        # own lists: the updates below replace weights of the copy only
+        # own lists: the updates replace weights of the copy only
         layer["weights"] = list(layer.get("weights") or [])
-    if o.verbose:
+    if say.verbose:
         vl_simplenn_display(net, batchSize=o.batchSize)
 
-    evaluate_mode = o.train.size == 0
-    if not evaluate_mode:
+    if o.train.size > 0:
         for layer in layers:
             count = len(layer["weights"])
             if "learningRate" not in layer:
                 layer["learningRate"] = np.ones((1, count))
             if "weightDecay" not in layer:
                 layer["weightDecay"] = np.ones((1, count))
-
-    o.errorFunction, o.errorLabels = _error_function(o.errorFunction, o.errorLabels)
-    if not evaluate_mode:
         _check_storable(net)
+    o.errorFunction, o.errorLabels = _error_function(o.errorFunction, o.errorLabels)
 
-    # ----------------------------------------------------------------------
-    # train and validate
-
-    stats = Struct(train=[], val=[])
-    state = None
-    start = _last_checkpoint(exp_dir) if o["continue"] else 0
-    if start >= 1:
-        start, loaded = _resume(exp_dir, start)
-        if loaded is not None:
-            say(f"{FNAME}: resuming by loading epoch {start}")
-            net, state, stats = loaded
-            layers = net.layers
-        else:
-            start = 0
-
-    plot_notice = [o.plotStatistics or o.plotDiagnostics]
-    learning_rate = o.learningRate
-    for epoch in range(start + 1, o.numEpochs + 1):
-        # Seed from the epoch and randomSeed: a restarted run reproduces the
-        # shuffles (and dropout masks) of an uninterrupted one.
-        generator = np.random.default_rng(o.randomSeed + epoch)
-        params = Struct(o)
-        params.epoch = epoch
-        params.learningRate = float(learning_rate[min(epoch, learning_rate.size) - 1])
-        train = o.train[generator.permutation(o.train.size)]
-        params.train = train[:min(o.epochSize, train.size)] if math.isfinite(o.epochSize) \
-            else train
-        params.val = o.val[generator.permutation(o.val.size)]
-        params.imdb = imdb
-        params.getBatch = get_batch
-
-        with device, _seeded_dropout(generator, device, o.randomSeed + epoch):
-            net, state = _process_epoch(net, state, params, "train", device, exp_dir, say)
-            net, state = _process_epoch(net, state, params, "val", device, exp_dir, say)
-
-        stats.train.append(state.stats.train)
-        stats.val.append(state.stats.val)
-        if not evaluate_mode:
-            _save_checkpoint(_checkpoint_path(exp_dir, epoch), net, state, stats)
-
-        if o.plotStatistics:
-            _plot_statistics(stats, os.path.join(exp_dir, "net-train.png"), plot_notice, say)
-
-        if o.postEpochFn is not None:
-            value = o.postEpochFn(net, params, state)
-            if value is not None:
-                learning_rate = _learning_rates(value)
-                if np.all(learning_rate == 0):
-                    break
-
-    return net, Struct(train=_per_statistic(stats.train), val=_per_statistic(stats.val))
+    model = SimpleNNModel(net, o, comm.rank == 0)
+    trainer = Trainer(model, imdb, get_batch, o, FNAME, comm)
+    _, stats = trainer.run()
+    return model.net, Struct(train=per_statistic(stats.train), val=per_statistic(stats.val))
 
 
 # --------------------------------------------------------------------------
-# options
+# what the engine calls: SimpleNN's evaluation, parameters and checkpoints
 
-def _parse(args, opts):
-    o = Struct(parse_options(FNAME, args, opts, OPTIONS))
-    o.batchSize = as_int(o.batchSize, FNAME, "batchSize", minimum=1)
-    o.numSubBatches = as_int(o.numSubBatches, FNAME, "numSubBatches", minimum=1)
-    o.numEpochs = as_int(o.numEpochs, FNAME, "numEpochs", minimum=0)
-    o.randomSeed = as_int(o.randomSeed, FNAME, "randomSeed", minimum=0)
-    o.epochSize = _count_or_inf(o.epochSize, "epochSize")
-    o.learningRate = _learning_rates(o.learningRate)
-    o.weightDecay = as_float(o.weightDecay, FNAME, "weightDecay")
-    o.momentum = as_float(o.momentum, FNAME, "momentum")
-    for name in ("continue", "prefetch", "saveSolverState", "nesterovUpdate", "profile",
-                 "conserveMemory", "sync", "cudnn", "plotDiagnostics", "plotStatistics",
-                 "verbose"):
-        o[name] = _bool(o[name], name)
-    if o.saveMomentum is not None:
-        o.saveSolverState = _bool(o.saveMomentum, "saveMomentum")
-    if o.expDir is None or not isinstance(o.expDir, (str, os.PathLike)):
-        raise ValueError(f"{FNAME}: expDir must be a folder name, got {o.expDir!r}")
-    if o.solver is not None and not callable(o.solver):
-        raise TypeError(f"{FNAME}: solver must be a callable w, state = solver(w, state, grad, "
-                        f"opts, lr) or None (SGD), got {type(o.solver).__name__}")
-    if o.solver is None:
-        if o.solverOpts is not None:
-            raise TypeError(f"{FNAME}: solverOpts is valid only together with a solver")
-    else:
-        o.solverOpts = _solver_options(o.solver, o.solverOpts)
-    if o.postEpochFn is not None and not callable(o.postEpochFn):
-        raise TypeError(f"{FNAME}: postEpochFn must be callable, got "
-                        f"{type(o.postEpochFn).__name__}")
-    if o.parameterServer is None:
-        o.parameterServer = Struct(method="mmap", prefix="mcn")
-    return o
+class SimpleNNModel:
+    """The SimpleNN side of :class:`~simplenn.training.Trainer`."""
+
+    def __init__(self, net, opts, lead=True):
+        self.net = net
+        self.opts = opts
+        self.lead = lead
+        self.res = None
+        self.error = None
+        self.table = None
+
+    def initial_solver_state(self):
+        return [[0] * len(layer["weights"]) for layer in self.net.layers]
+
+    def begin(self, state, device, mode):
+        if device.gpu:
+            self.net = vl_simplenn_move(self.net, "gpu")
+        self.res = None
+        self.table = None  # made at the first update of the epoch
+
+    def end(self, state, device, mode):
+        self.res = None
+        if device.gpu:
+            self.net = vl_simplenn_move(self.net, "cpu")
+            self.net.layers[-1]["class"] = to_host(self.net.layers[-1].get("class"))
+
+    def reset_statistics(self):
+        self.error = None
+
+    def statistics(self, num, elapsed):
+        if self.error is None or num == 0:
+            averages = np.zeros(len(self.opts.errorLabels) + 1)
+        else:
+            averages = self.error / num
+        stats = Struct(objective=float(averages[0]))
+        for i, name in enumerate(self.opts.errorLabels):
+            stats[name] = float(averages[i + 1])
+        return stats
+
+    def evaluate(self, data, train, accumulate, hold_on, device, params):
+        images, labels = data
+        images = device.to_device(images)
+        self.net.layers[-1]["class"] = device.to_device(labels)
+        self.res = vl_simplenn(self.net, images, 1.0 if train else None, self.res,
+                               accumulate=accumulate,
+                               mode="normal" if train else "test",
+                               conserveMemory=params.conserveMemory,
+                               backPropDepth=params.backPropDepth,
+                               sync=params.sync,
+                               cudnn=params.cudnn)
+        counts = _sub_batch_counts(params, labels, self.res, images)
+        if self.error is not None and counts.size != self.error.size:
+            raise ValueError(f"{FNAME}: the error function returned {counts.size - 1} counts "
+                             f"for this sub-batch but {self.error.size - 1} before")
+        self.error = counts if self.error is None else self.error + counts
+
+    def param_slots(self, state, params, evaluated):
+        """One slot per weight, last layer first (MatConvNet's order)."""
+        scale = 1.0 / (params.numSubBatches * params.numWorkers)
+        layers, res = self.net.layers, self.res
+        if self.table is None:
+            self.table = _update_table(layers)
+        slots = []
+        for l, j, method, rate, decay in self.table:
+            der = None
+            if evaluated and res is not None:
+                derivatives = res[l].dzdw
+                if derivatives and j < len(derivatives):
+                    der = derivatives[j]
+            slots.append(ParamSlot(layers[l]["weights"], j, der, method, rate, decay, scale,
+                                   state.solverState[l], j))
+        return slots
+
+    def after_update(self, state, params, slots, rates):
+        if not params.plotDiagnostics:
+            return
+        for (l, j, method, _, _), slot, rate in zip(self.table, slots, rates):
+            if slot.der is not None and method == "gradient":
+                _diagnose(self.net.layers[l], l, j, rate, self.res, state)
+        if self.lead:
+            _plot_diagnostics(self.res, os.path.join(os.fspath(params.expDir),
+                                                     "net-diagnostics.png"))
+
+    def checkpoint_variables(self, state, stats):
+        net = self.net
+        return {
+            "net": matfile.struct_value({
+                "layers": matfile.cell([layer_to_mat(layer, i)
+                                        for i, layer in enumerate(net.layers)]),
+                "meta": matfile.to_mat(net.get("meta") or Struct(), "meta"),
+            }, "net"),
+            "state": matfile.to_mat(state, "state"),
+            # written last: a file cut short anywhere lacks a readable 'stats'
+            "stats": stats_variable(stats),
+        }
+
+    def load_checkpoint(self, path):
+        return _load_checkpoint(path)
+
+    def snapshot(self, net_part):
+        if net_part is not None:
+            return {"net": net_part}
+        return {"weights": [list(layer["weights"]) for layer in self.net.layers]}
+
+    def restore(self, snapshot):
+        if "net" in snapshot:
+            self.net = snapshot["net"]
+        else:
+            for layer, weights in zip(self.net.layers, snapshot["weights"]):
+                layer["weights"] = list(weights)
 
 
-def _bool(value, name):
-    if isinstance(value, str) or value is None:
-        raise ValueError(f"{FNAME}: {name} must be true or false, got {value!r}")
-    return as_float(value, FNAME, name) != 0
+def _update_table(layers):
+    """``(l, j, method, learningRate, weightDecay)`` of every weight, last
+    layer and last weight first; bnorm moments (``j == 2``) are a moving
+    average with their layer rate."""
+    table = []
+    for l in range(len(layers) - 1, -1, -1):
+        layer = layers[l]
+        weights = layer["weights"]
+        for j in range(len(weights) - 1, -1, -1):
+            if weights[j] is None:
+                continue  # e.g. a conv layer without biases
+            rate = _multiplier(layer, "learningRate", j, l)
+            if j == 2 and layer.get("type") == "bnorm":
+                table.append((l, j, "average", rate, 0.0))
+            else:
+                table.append((l, j, "gradient", rate, _multiplier(layer, "weightDecay", j, l)))
+    return table
 
 
-def _count_or_inf(value, name):
-    try:
-        if np.size(value) == 1 and np.isposinf(np.asarray(value, dtype=np.float64)).all():
-            return math.inf
-    except (TypeError, ValueError):
-        pass
-    return as_int(value, FNAME, name, minimum=1)
+def _multiplier(layer, name, j, index):
+    values = layer.get(name)
+    values = np.asarray(to_host(values), dtype=np.float64).ravel(order="F") \
+        if values is not None else np.zeros(0)
+    if j >= values.size:
+        raise ValueError(f"{FNAME}: layer {index} (0-based, '{layer.get('name')}') has "
+                         f"{len(layer['weights'])} weights but its {name} has {values.size} "
+                         f"entries ({layer.get(name)!r})")
+    return float(values[j])
 
 
-def _learning_rates(value):
-    if np.size(value) == 0:
-        raise ValueError(f"{FNAME}: learningRate must be a number or a non-empty sequence of "
-                         f"numbers (one per epoch), got {value!r}")
-    rates = numbers_of(value, FNAME, "learningRate", (np.size(value),))
-    if np.any(rates < 0):
-        raise ValueError(f"{FNAME}: learningRate must be >= 0, got {value!r}")
-    return rates
-
-
-def _solver_options(solver, given):
-    """MatConvNet's ``opts.solverOpts = opts.solver()`` with the given
-    options merged over the defaults (names matched case-insensitively)."""
-    try:
-        inspect.signature(solver).bind()
-        callable_without_arguments = True
-    except (TypeError, ValueError):
-        callable_without_arguments = False
-    defaults = None
-    if callable_without_arguments:
-        try:
-            defaults = solver()
-        except Exception:  # a solver that cannot report its defaults
-            defaults = None
-    merged = Struct(defaults) if isinstance(defaults, Mapping) else Struct()
-    if given is None:
-        return merged
-    if not isinstance(given, Mapping):
-        raise ValueError(f"{FNAME}: solverOpts must be a mapping, got {type(given).__name__}")
-    canonical = {key.lower().replace("_", ""): key for key in merged if isinstance(key, str)}
-    for key, value in given.items():
-        name = canonical.get(key.lower().replace("_", "")) if isinstance(key, str) else None
-        if name is None:
-            if isinstance(defaults, Mapping):
-                raise TypeError(f"{FNAME}: unknown solverOpts entry {key!r}; the solver's "
-                                f"options are: {', '.join(map(str, merged)) or '(none)'}")
-            name = key
-        merged[name] = value
-    return merged
-
-
-def _get(obj, name):
-    if isinstance(obj, Mapping):
-        return obj[name]
-    return getattr(obj, name)
-
-
-def _is_nan_marker(value):
-    """MATLAB's ``NaN`` for "no images"."""
-    if isinstance(value, (str, bytes)) or value is None:
-        return False
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return False
-    return array.size == 1 and bool(np.isnan(array).all())
-
-
-def _subset(value, imdb, set_code, name):
-    """The 0-based positions of the ``train`` or ``val`` images."""
-    if _is_nan_marker(value):
-        return np.zeros(0, dtype=np.int64)
-    if value is not None and np.size(value) > 0:
-        try:
-            positions = np.asarray(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{FNAME}: {name} must be an array of 0-based image positions, "
-                             f"got {value!r}") from None
-        positions = positions.ravel(order="F")
-        if positions.dtype == bool or not np.issubdtype(positions.dtype, np.number) or \
-                np.iscomplexobj(positions):
-            raise ValueError(f"{FNAME}: {name} must be an array of 0-based image positions "
-                             f"(integers), got {value!r}")
-        if np.any(~np.isfinite(positions)) or np.any(positions != np.round(positions)) or \
-                np.any(positions < 0):
-            raise ValueError(f"{FNAME}: {name} must hold non-negative integers (0-based image "
-                             f"positions), got {value!r}")
-        return positions.astype(np.int64)
-    try:
-        sets = _get(_get(imdb, "images"), "set")
-    except (KeyError, AttributeError, TypeError):
-        raise ValueError(f"{FNAME}: {name} was not given and imdb has no images.set to take "
-                         f"it from (images with set == {set_code})") from None
-    return np.flatnonzero(np.asarray(sets).ravel(order="F") == set_code).astype(np.int64)
+def _sub_batch_counts(params, labels, res, images):
+    """``[objective, errors...]`` summed over the sub-batch, in double."""
+    loss = np.asarray(to_host(res[-1].x), dtype=np.float64)
+    scores = res[-2].x if res[-2].x is not None else images
+    count = shape4(scores.shape)[3]
+    errors = params.errorFunction(params, labels, res)
+    errors = np.asarray(to_host(errors), dtype=np.float64).ravel(order="F")
+    if errors.size < len(params.errorLabels):
+        raise ValueError(f"{FNAME}: the error function returned {errors.size} counts but "
+                         f"errorLabels names {len(params.errorLabels)}: "
+                         f"{list(params.errorLabels)}")
+    return np.concatenate([[np.sum(count * loss)], errors])
 
 
 # --------------------------------------------------------------------------
 # error functions (MatConvNet's error_multiclass, error_binary, error_none)
-
-def _host(value):
-    return to_host(value)
-
 
 def error_multiclass(params, labels, res):
     """Top-1 and top-5 errors (summed) of the scores ``res[-2].x``."""
@@ -572,7 +529,7 @@ def error_multiclass(params, labels, res):
     # 1-based class indices by decreasing score (ties: lower index first,
     # as MATLAB's stable sort)
     order = np.argsort(-predictions, axis=2, kind="stable") + 1
-    labels = np.asarray(_host(labels))
+    labels = np.asarray(to_host(labels))
     if labels.size == predictions.shape[3]:
         # be resilient to badly formatted labels
         labels = labels.reshape((1, 1, 1, -1), order="F")
@@ -592,7 +549,7 @@ def error_multiclass(params, labels, res):
 def error_binary(params, labels, res):
     """The number of scores ``res[-2].x`` whose sign disagrees with the label's."""
     predictions = _scores(res)
-    labels = np.asarray(_host(labels))
+    labels = np.asarray(to_host(labels))
     if labels.size == predictions.size:
         labels = labels.reshape(predictions.shape, order="F")
     elif labels.size == predictions.shape[3]:
@@ -613,7 +570,7 @@ def _scores(res):
     if x is None:
         raise ValueError(f"{FNAME}: the scores res[-2].x were cleared; the error function "
                          "needs them (is the layer before the loss precious?)")
-    x = np.asarray(_host(x))
+    x = np.asarray(to_host(x))
     return x.reshape(shape4(x.shape), order="F")
 
 
@@ -641,324 +598,10 @@ def _error_function(function, labels):
                      "'binary', 'none' or a callable f(params, labels, res))")
 
 
-# --------------------------------------------------------------------------
-# one epoch of training or validation
-
-def _process_epoch(net, state, params, mode, device, exp_dir, say):
-    layers = net.layers
-    if state is None:
-        state = Struct()
-    if not state.get("solverState"):
-        # every solver starts at 0 (MatConvNet's momentum initialisation)
-        state.solverState = [[0] * len(layer["weights"]) for layer in layers]
-    if "stats" not in state or not isinstance(state.stats, Mapping):
-        state.stats = Struct()
-    if device.gpu:
-        net = vl_simplenn_move(net, "gpu")
-        state.solverState = device.move_states(state.solverState)
-        layers = net.layers
-
-    profiler = cProfile.Profile() if params.profile else None
-    if profiler is not None:
-        profiler.enable()
-
-    subset = params[mode]
-    train = mode == "train"
-    count = subset.size
-    batch_size_opt, num_sub = params.batchSize, params.numSubBatches
-    num = 0
-    stats = Struct(num=0, time=0.0)  # something to return even for no images
-    adjust_time = 0.0
-    res = None
-    error = None
-    num_batches = -(-count // batch_size_opt)
-    progress = _Progress(say, mode, params.epoch, num_batches)
-    start = time.perf_counter()
-    for t in range(0, count, batch_size_opt):
-        batch_size = min(batch_size_opt, count - t)
-        batch_end = min(t + batch_size_opt, count)
-        for s in range(num_sub):
-            batch = subset[t + s:batch_end:num_sub]
-            num += batch.size
-            if batch.size == 0:
-                continue
-            images, labels = params.getBatch(params.imdb, batch)
-            if params.prefetch:
-                if s == num_sub - 1:
-                    next_batch = subset[t + batch_size_opt:min(t + 2 * batch_size_opt, count)
-                                        :num_sub]
-                else:
-                    next_batch = subset[t + s + 1:batch_end:num_sub]
-                if next_batch.size:
-                    params.getBatch(params.imdb, next_batch)
-            images = device.to_device(images)
-            layers[-1]["class"] = device.to_device(labels)
-            res = vl_simplenn(net, images, 1.0 if train else None, res,
-                              accumulate=s != 0,
-                              mode="normal" if train else "test",
-                              conserveMemory=params.conserveMemory,
-                              backPropDepth=params.backPropDepth,
-                              sync=params.sync,
-                              cudnn=params.cudnn)
-            counts = _sub_batch_counts(params, labels, res, images)
-            if error is not None and counts.size != error.size:
-                raise ValueError(f"{FNAME}: the error function returned {counts.size - 1} counts "
-                                 f"for this sub-batch but {error.size - 1} before")
-            error = counts if error is None else error + counts
-
-        if train:
-            net, res, state = _accumulate_gradients(net, res, state, params)
-            layers = net.layers
-            if params.plotDiagnostics:
-                _plot_diagnostics(res, os.path.join(exp_dir, "net-diagnostics.png"))
-
-        # statistics: running averages over the images seen so far
-        elapsed = time.perf_counter() - start + adjust_time
-        batch_time = elapsed - stats.time
-        stats = _extract_stats(params, error / num)
-        stats.num = num
-        stats.time = elapsed
-        current_speed = batch_size / batch_time if batch_time > 0 else math.inf
-        average_speed = (t + batch_size) / elapsed if elapsed > 0 else math.inf
-        if t == 3 * batch_size_opt:
-            # compensate for the first three iterations, which are outliers
-            adjust_time = 4 * batch_time - elapsed
-            stats.time = elapsed + adjust_time
-        progress.update(t // batch_size_opt + 1, average_speed, current_speed, stats)
-    progress.close()
-
-    state.stats[mode] = stats
-    if profiler is not None:
-        profiler.disable()
-        text = _stdio.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(25)
-        if "prof" not in state or not isinstance(state.prof, Mapping):
-            state.prof = Struct()
-        state.prof[mode] = text.getvalue()
-        say(f"{FNAME}: profile of {mode} epoch {params.epoch}:\n{text.getvalue()}")
-    if not params.saveSolverState:
-        state.solverState = []
-    elif device.gpu:
-        state.solverState = device.gather_states(state.solverState)
-    if device.gpu:
-        net = vl_simplenn_move(net, "cpu")
-        net.layers[-1]["class"] = _host(net.layers[-1].get("class"))
-    return net, state
-
-
-def _sub_batch_counts(params, labels, res, images):
-    """``[objective, errors...]`` summed over the sub-batch, in double."""
-    loss = np.asarray(_host(res[-1].x), dtype=np.float64)
-    scores = res[-2].x if res[-2].x is not None else images
-    count = shape4(scores.shape)[3]
-    errors = params.errorFunction(params, labels, res)
-    errors = np.asarray(_host(errors), dtype=np.float64).ravel(order="F")
-    if errors.size < len(params.errorLabels):
-        raise ValueError(f"{FNAME}: the error function returned {errors.size} counts but "
-                         f"errorLabels names {len(params.errorLabels)}: "
-                         f"{list(params.errorLabels)}")
-    return np.concatenate([[np.sum(count * loss)], errors])
-
-
-def _extract_stats(params, errors):
-    stats = Struct(objective=float(errors[0]))
-    for i, name in enumerate(params.errorLabels):
-        stats[name] = float(errors[i + 1])
-    return stats
-
-
-# --------------------------------------------------------------------------
-# the parameter update (MatConvNet HEAD's accumulateGradients, one worker)
-
-def _multiplier(layer, name, j, index):
-    values = layer.get(name)
-    values = np.asarray(_host(values), dtype=np.float64).ravel(order="F") \
-        if values is not None else np.zeros(0)
-    if j >= values.size:
-        raise ValueError(f"{FNAME}: layer {index} (0-based, '{layer.get('name')}') has "
-                         f"{len(layer['weights'])} weights but its {name} has {values.size} "
-                         f"entries ({layer.get(name)!r})")
-    return float(values[j])
-
-
-def _accumulate_gradients(net, res, state, params):
-    num_workers = params.numSubBatches
-    layers = net.layers
-    for l in range(len(layers) - 1, -1, -1):
-        layer = layers[l]
-        derivatives = res[l].dzdw or []
-        for j in range(len(derivatives) - 1, -1, -1):
-            grad = derivatives[j]
-            weights = layer["weights"]
-            if grad is None or j >= len(weights) or weights[j] is None:
-                continue  # e.g. a conv layer without biases
-            w = weights[j]
-            if j == 2 and layer.get("type") == "bnorm":
-                # bnorm moments: a moving average of the batch moments
-                rate = _multiplier(layer, "learningRate", j, l)
-                weights[j] = (1 - rate) * w + (rate / num_workers) * grad
-                continue
-            decay = params.weightDecay * _multiplier(layer, "weightDecay", j, l)
-            rate = params.learningRate * _multiplier(layer, "learningRate", j, l)
-            if rate > 0 or decay > 0:
-                # normalise the gradient and add the weight decay
-                grad = (1 / num_workers) * grad + decay * w
-                if params.solver is None:
-                    # SGD with momentum; the rate multiplies the velocity at
-                    # update time, it is not folded into it
-                    velocity = params.momentum * state.solverState[l][j] + (-1.0) * grad
-                    state.solverState[l][j] = velocity
-                    if params.nesterovUpdate:
-                        delta = params.momentum * velocity - grad
-                    else:
-                        delta = velocity
-                    weights[j] = 1.0 * w + rate * delta
-                else:
-                    weights[j], state.solverState[l][j] = params.solver(
-                        w, state.solverState[l][j], grad, params.solverOpts, rate)
-            if params.plotDiagnostics:
-                _diagnose(layer, l, j, rate, res, state)
-    return net, res, state
-
-
-def _diagnose(layer, l, j, rate, res, state):
-    """MatConvNet's per-layer diagnostics, kept in ``res[l].stats``."""
-    if layer.get("type") not in ("conv", "convt"):
-        return
-    solver_state = state.solverState[l][j]
-    variation = math.nan
-    if hasattr(solver_state, "shape") or isinstance(solver_state, (int, float)):
-        xp = get_array_module(solver_state)
-        variation = rate * float(xp.mean(xp.abs(xp.asarray(solver_state))))
-    output = res[l + 1].x
-    if output is None:
-        power = math.nan
-    else:
-        xp = get_array_module(output)
-        power = float(xp.mean(output.astype(np.float64) ** 2))
-    if j == 0:
-        w = layer["weights"][0]
-        xp = get_array_module(w)
-        base = float(xp.mean(w.astype(np.float64) ** 2))
-        label = "filters"
-    else:
-        base = math.sqrt(power) if power == power else math.nan
-        label = "biases"
-    stats = res[l].stats if isinstance(res[l].stats, Mapping) else Struct()
-    variations = list(stats.get("variation", []))
-    labels = list(stats.get("label", []))
-    while len(variations) <= j:
-        variations.append(math.nan)
-        labels.append("")
-    variations[j] = variation / base if base else math.inf
-    labels[j] = f"{layer.get('name')}_{label}"
-    stats.update(variation=variations, label=labels, power=power,
-                 powerLabel=str(layer.get("name")))
-    res[l].stats = stats
-
-
-# --------------------------------------------------------------------------
-# devices and random numbers
-
-class _Device:
-    """The CPU, or one GPU (CuPy) selected by MatConvNet's 1-based number."""
-
-    def __init__(self, gpus):
-        ids = [] if gpus is None else list(np.asarray(gpus, dtype=np.float64).ravel())
-        if len(ids) > 1:
-            raise ValueError(f"{FNAME}: training on several GPUs is not supported; give at most "
-                             f"one GPU in gpus, got {gpus!r}")
-        self.gpu = bool(ids)
-        self._context = None
-        if self.gpu:
-            number = as_int(ids[0], FNAME, "gpus", minimum=1)
-            self.cupy = gpu_module(f"{FNAME}: gpus={gpus!r}")
-            self.index = number - 1
-
-    def __enter__(self):
-        if self.gpu:
-            self._context = self.cupy.cuda.Device(self.index)
-            self._context.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self._context is not None:
-            context, self._context = self._context, None
-            return context.__exit__(*exc)
-        return False
-
-    def to_device(self, value):
-        if not self.gpu or value is None or isinstance(value, (str, bytes)):
-            return value
-        if isinstance(value, (int, float, np.number)):
-            return value
-        return self.cupy.asarray(value)
-
-    def _map(self, states, move):
-        out = []
-        for layer_states in states:
-            moved = []
-            for s in layer_states:
-                if isinstance(s, Mapping):
-                    s = Struct({k: move(v) for k, v in s.items()})
-                else:
-                    s = move(s)
-                moved.append(s)
-            out.append(moved)
-        return out
-
-    def move_states(self, states):
-        return self._map(states, lambda v: self.cupy.asarray(v) if isinstance(v, np.ndarray)
-                         else v)
-
-    def gather_states(self, states):
-        return self._map(states, _host)
-
-
-@contextlib.contextmanager
-def _seeded_dropout(generator, device, seed):
-    """Let the epoch's generator draw the dropout masks (MATLAB's global
-    ``rng`` does that in MatConvNet); the previous generator is restored."""
-    import vlnn.dropout as dropout
-
-    previous = dropout.DEFAULT_RNG
-    dropout.DEFAULT_RNG = generator
-    if device.gpu:
-        device.cupy.random.seed(seed)
-    try:
-        yield
-    finally:
-        dropout.DEFAULT_RNG = previous
 
 
 # --------------------------------------------------------------------------
 # checkpoints
-
-def _checkpoint_path(exp_dir, epoch):
-    return os.path.join(exp_dir, f"net-epoch-{epoch}.mat")
-
-
-def _last_checkpoint(exp_dir):
-    """The largest ``N`` among the files ``net-epoch-N.mat`` (0 if none)."""
-    epochs = [int(m.group(1)) for m in map(_CHECKPOINT.fullmatch, os.listdir(exp_dir)) if m]
-    return max(epochs, default=0)
-
-
-def _save_checkpoint(path, net, state, stats):
-    """Write ``net``, ``state`` and ``stats`` to ``path`` atomically."""
-    variables = {
-        "net": matfile.struct_value({
-            "layers": matfile.cell([layer_to_mat(layer, i)
-                                    for i, layer in enumerate(net.layers)]),
-            "meta": matfile.to_mat(net.get("meta") or Struct(), "meta"),
-        }, "net"),
-        "state": matfile.to_mat(state, "state"),
-        # written last: a file cut short anywhere lacks a readable 'stats'
-        "stats": matfile.struct_value({name: _struct_array(stats[name], f"stats.{name}")
-                                 for name in ("train", "val")}, "stats"),
-    }
-    matfile.write_mat(path, variables, FNAME)
-
 
 def _check_storable(net):
     """Fail before training, not after the first epoch, when the network
@@ -971,39 +614,6 @@ def _check_storable(net):
     except ValueError as exc:
         raise ValueError(f"{FNAME}: the network cannot be saved in the checkpoints "
                          f"net-epoch-N.mat: {exc}") from exc
-
-
-def _struct_array(records, where):
-    """A ``1 x E`` MATLAB struct array of per-epoch statistics (fields
-    missing in an epoch are NaN)."""
-    names = []
-    for record in records:
-        names.extend(name for name in record if name not in names)
-    if not records or not names:
-        return np.zeros((0, 0))
-    out = np.empty((1, len(records)), dtype=[(name, object) for name in names])
-    for e, record in enumerate(records):
-        for name in names:
-            out[name][0, e] = matfile.to_mat(record.get(name, math.nan), f"{where}.{name}")
-    return out
-
-
-def _resume(exp_dir, last):
-    """``(epoch, (net, state, stats))`` of the newest checkpoint that reads
-    completely, trying ``last``, ``last - 1``, ...; ``(0, None)`` if none."""
-    for epoch in range(last, 0, -1):
-        path = _checkpoint_path(exp_dir, epoch)
-        if not os.path.exists(path):
-            continue
-        try:
-            return epoch, _load_checkpoint(path)
-        except Exception as exc:  # any reading failure: try the previous epoch
-            warnings.warn(f"{FNAME}: skipping checkpoint {path}, which cannot be read "
-                          f"completely ({exc}); trying the previous epoch", RuntimeWarning,
-                          stacklevel=3)
-    warnings.warn(f"{FNAME}: no readable checkpoint in {exp_dir}; training from the start",
-                  RuntimeWarning, stacklevel=3)
-    return 0, None
 
 
 def _load_checkpoint(path):
@@ -1019,10 +629,7 @@ def _load_checkpoint(path):
     state.solverState = _solver_states(state.get("solverState"), net.layers, path)
     if not isinstance(state.get("stats"), Mapping):
         state.stats = Struct()
-    raw = matfile.to_python(variables["stats"], "stats")
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{path}: 'stats' is not a struct")
-    stats = Struct(train=_epoch_records(raw.get("train")), val=_epoch_records(raw.get("val")))
+    stats = stats_from_variable(variables["stats"], path)
     return net, state, stats
 
 
@@ -1064,132 +671,49 @@ def _state_value(value):
     return _c_order(value)
 
 
-def _epoch_records(value):
-    if value is None:
-        return []
-    records = [value] if isinstance(value, Mapping) else list(value)
-    out = []
-    for record in records:
-        out.append(Struct({name: (int(v) if name == "num" else float(v))
-                           if isinstance(v, (int, float, np.number)) else v
-                           for name, v in record.items()}))
-    return out
-
-
-def _per_statistic(records):
-    """Per-epoch records -> one list per statistic (NaN where missing)."""
-    names = []
-    for record in records:
-        names.extend(name for name in record if name not in names)
-    return Struct({name: [record.get(name, math.nan) for record in records] for name in names})
-
-
 # --------------------------------------------------------------------------
-# output: progress lines and figures
+# diagnostics (plotDiagnostics)
 
-class _Printer:
-    def __init__(self, verbose):
-        self.verbose = verbose
-
-    def __call__(self, text):
-        if self.verbose:
-            print(text, flush=True)
-
-
-class _Progress:
-    """One line per batch: a tqdm bar when tqdm is installed, plain text
-    otherwise (MatConvNet's format)."""
-
-    def __init__(self, say, mode, epoch, total):
-        self.say, self.mode, self.epoch, self.total = say, mode, epoch, total
-        self.bar = None
-        if say.verbose and total > 0:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                self.bar = tqdm(total=total, desc=f"{mode}: epoch {epoch:02d}", unit="batch",
-                                file=sys.stdout, leave=True, dynamic_ncols=True)
-
-    def update(self, batch, average_speed, current_speed, stats):
-        if not self.say.verbose:
-            return
-        values = " ".join(f"{name}: {stats[name]:.3f}" for name in sorted(stats)
-                          if name not in ("num", "time"))
-        text = f"{average_speed:.1f} ({current_speed:.1f}) Hz {values}"
-        if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=False)
-            self.bar.update(1)
-        else:
-            self.say(f"{self.mode}: epoch {self.epoch:02d}: {batch:3d}/{self.total:3d}: {text}")
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _figure_tools(notice, say):
-    """matplotlib's Figure and Agg canvas, or ``None`` (with a one-time notice)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        if notice[0]:
-            say(f"{FNAME}: matplotlib is not installed; no figures are drawn "
-                "(pip install matplotlib)")
-            notice[0] = False
-        return None
-    return Figure, FigureCanvasAgg
-
-
-def _save_figure(figure, canvas_class, path):
-    """Render with the Agg canvas and replace ``path`` atomically."""
-    canvas_class(figure)
-    folder = os.path.dirname(path) or "."
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                         dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png")
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
-
-
-def _plot_statistics(stats, path, notice, say):
-    """One panel per statistic (not ``num`` or ``time``), train and val."""
-    tools = _figure_tools(notice, say)
-    if tools is None:
+def _diagnose(layer, l, j, rate, res, state):
+    """MatConvNet's per-layer diagnostics, kept in ``res[l].stats``."""
+    if layer.get("type") not in ("conv", "convt"):
         return
-    figure_class, canvas_class = tools
-    from matplotlib.ticker import MaxNLocator
-
-    curves = {mode: _per_statistic(stats[mode]) for mode in ("train", "val")}
-    plots = sorted({name for mode in curves for name in curves[mode]} - {"num", "time"})
-    if not plots:
-        return
-    figure = figure_class(figsize=(4 * len(plots), 3.5), layout="constrained")
-    for k, name in enumerate(plots):
-        axes = figure.add_subplot(1, len(plots), k + 1)
-        for mode in ("train", "val"):
-            if name in curves[mode]:
-                values = curves[mode][name]
-                axes.plot(range(1, len(values) + 1), values, "o-", label=mode)
-        axes.set_xlabel("epoch")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_title(name)
-        axes.legend()
-        axes.grid(True)
-    _save_figure(figure, canvas_class, path)
+    solver_state = state.solverState[l][j]
+    variation = math.nan
+    if hasattr(solver_state, "shape") or isinstance(solver_state, (int, float)):
+        xp = get_array_module(solver_state)
+        variation = rate * float(xp.mean(xp.abs(xp.asarray(solver_state))))
+    output = res[l + 1].x
+    if output is None:
+        power = math.nan
+    else:
+        xp = get_array_module(output)
+        power = float(xp.mean(output.astype(np.float64) ** 2))
+    if j == 0:
+        w = layer["weights"][0]
+        xp = get_array_module(w)
+        base = float(xp.mean(w.astype(np.float64) ** 2))
+        label = "filters"
+    else:
+        base = math.sqrt(power) if power == power else math.nan
+        label = "biases"
+    stats = res[l].stats if isinstance(res[l].stats, Mapping) else Struct()
+    variations = list(stats.get("variation", []))
+    labels = list(stats.get("label", []))
+    while len(variations) <= j:
+        variations.append(math.nan)
+        labels.append("")
+    variations[j] = variation / base if base else math.inf
+    labels[j] = f"{layer.get('name')}_{label}"
+    stats.update(variation=variations, label=labels, power=power,
+                 powerLabel=str(layer.get("name")))
+    res[l].stats = stats
 
 
 def _plot_diagnostics(res, path):
     """MatConvNet's diagnostics figure: relative update sizes and output
     powers of the conv layers."""
-    tools = _figure_tools([False], None)
+    tools = figure_tools([False], None, FNAME)
     if tools is None:
         return
     figure_class, canvas_class = tools
@@ -1213,5 +737,5 @@ def _plot_diagnostics(res, path):
     scores = res[-2].x
     if scores is not None:
         axes = figure.add_subplot(2, 2, 3)
-        axes.plot(np.squeeze(np.asarray(_host(scores))))
-    _save_figure(figure, canvas_class, path)
+        axes.plot(np.squeeze(np.asarray(to_host(scores))))
+    save_figure(figure, canvas_class, path)

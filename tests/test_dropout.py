@@ -110,14 +110,6 @@ def test_default_generator_is_vlnn_rng():
         vlnn.set_random_generator(previous)
 
 
-def test_legacy_module_generator_still_works(monkeypatch):
-    # simplenn.train installs its epoch generator as dropout.DEFAULT_RNG
-    x = rng(0).standard_normal((5, 6, 4, 3))
-    assert dropout.DEFAULT_RNG is None
-    monkeypatch.setattr(dropout, "DEFAULT_RNG", np.random.default_rng(9))
-    np.testing.assert_array_equal(vl_nndropout(x)[1], ref_mask(9, x.shape, 0.5, np.float64))
-
-
 def test_unseeded_calls_draw_fresh_masks():
     x = np.ones((16, 16, 4))
     assert not np.array_equal(vl_nndropout(x)[1], vl_nndropout(x)[1])

@@ -6,11 +6,6 @@ from ._backend import block_tensors, like_shape, shape4
 from ._options import as_float, as_int, parse_options, split_derivative
 from .rng import random_generator_for
 
-# Deprecated: the masks draw from vlnn.rng (vlnn.set_random_seed,
-# vlnn.set_random_generator).  Kept only because simplenn.train still installs
-# its epoch generator here; None (the default) means vlnn.rng's generator.
-DEFAULT_RNG = None
-
 
 def _seed(value, fname):
     """An integer seed (any integral number), with an error naming ``rng``."""
@@ -40,7 +35,7 @@ def _uniform(rng, shape, xp, fname):
     MatConvNet's ``rand(size(x), 'single')``), drawn by the array module of
     the data."""
     if rng is None:
-        rng = DEFAULT_RNG if DEFAULT_RNG is not None else random_generator_for(xp)
+        rng = random_generator_for(xp)
     if xp is np:
         if not isinstance(rng, np.random.Generator):
             rng = np.random.default_rng(_seed(rng, fname))

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ._backend import gpu_module
 from ._options import as_float, as_int, int_vector, numbers_of, parse_options
 from .rng import get_random_generator
 
@@ -529,10 +530,7 @@ def vl_imreadjpeg(files, *flags, **opts):
     o = _options(flags, opts)
     names = _file_names(files)
     if o.GPU:
-        try:
-            import cupy
-        except ImportError:
-            raise ImportError(f"{FNAME}: GPU needs CuPy (pip install 'vlnn[gpu]')") from None
+        gpu = gpu_module(f"{FNAME}: GPU")
     _pil_image()
     with _readers.lock:
         pool = _readers.ensure_pool(o.NumThreads)
@@ -565,6 +563,5 @@ def vl_imreadjpeg(files, *flags, **opts):
         images = (np.stack(images, axis=3) if images
                   else np.zeros(tuple(o.Resize) + (3, 0), np.float32))
     if o.GPU:
-        import cupy
-        images = cupy.asarray(images) if o.Pack else [cupy.asarray(im) for im in images]
+        images = gpu.asarray(images) if o.Pack else [gpu.asarray(im) for im in images]
     return images
