@@ -493,3 +493,33 @@ def test_dagnn_graph_blocks_on_the_device(gpu):
     for name in ("objective", "error"):
         block = net.layers[net.getLayerIndex("loss" if name == "objective" else "err")].block
         assert np.isfinite(float(np.asarray(block.average)))
+
+
+@pytest.mark.parametrize("solver", [None, "adam"])
+def test_a_cnn_train_dag_epoch_on_the_device(gpu, tmp_path, solver):
+    import dagnn
+    from simplenn import solvers
+
+    def make():
+        net = dagnn.DagNN.fromSimpleNN(vl_simplenn_tidy(_train_net()))
+        return net
+
+    def get_inputs(imdb, batch):
+        images = imdb["images"]
+        return {"x0": images["data"][:, :, :, batch],
+                "label": images["labels"][batch].astype(np.float32)}
+
+    opts = dict(numEpochs=1, batchSize=4, numSubBatches=2, verbose=False, plotStatistics=False,
+                solver=getattr(solvers, solver) if solver else None,
+                derOutputs=[make().getOutputs()[0], 1])
+    cpu, cpu_stats = dagnn.cnn_train_dag(make(), _imdb(), get_inputs,
+                                         expDir=str(tmp_path / "cpu"), **opts)
+    dev, dev_stats = dagnn.cnn_train_dag(make(), _imdb(), get_inputs,
+                                         expDir=str(tmp_path / "gpu"), gpus=[1], **opts)
+    for a, b in zip(cpu.params, dev.params):
+        assert isinstance(b.value, np.ndarray), b.name   # back on the host
+        np.testing.assert_allclose(b.value, a.value, rtol=1e-4, atol=1e-5, err_msg=a.name)
+    for part in ("train", "val"):
+        for key in set(cpu_stats[part]) - {"time"}:
+            np.testing.assert_allclose(dev_stats[part][key], cpu_stats[part][key], rtol=1e-4,
+                                       err_msg=f"{part}.{key}")
