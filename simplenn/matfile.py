@@ -817,6 +817,9 @@ def read_mat(path):
         raise ValueError(f"{path}: not a MATLAB MAT file ({type(exc).__name__}: {exc})") from None
     if major == 2:
         return _read_v73(path)
+    if major == 0:
+        raise ValueError(f"{path}: a MAT v4 file, which cannot hold a network (structs and "
+                         "cells need MAT v5 or later)")
     try:
         return _read_v5(path)
     except MatFileError as exc:

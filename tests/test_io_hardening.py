@@ -600,3 +600,10 @@ def test_dagnn_load_net_refuses_crafted_files(tmp_path, variable, message):
     finally:
         tracemalloc.stop()
     assert peak < 16 << 20
+
+
+def test_a_mat_v4_file_is_refused(tmp_path):
+    path = tmp_path / "old.mat"
+    scipy.io.savemat(str(path), {"layers": np.ones((2, 2))}, format="4")
+    with pytest.raises(ValueError, match=r"old\.mat: a MAT v4 file, which cannot hold a network"):
+        load_net(path)
