@@ -938,7 +938,9 @@ def write_mat(path, variables, fname="save_net", compress=True):
     The data go to a temporary file in the same folder, which is renamed
     over ``path`` only once completely written: a failure midway (a full
     disk, a value scipy cannot store) leaves an existing file untouched and
-    no partial file behind.
+    no partial file behind.  The file gets the permissions of a plain
+    ``open(path, 'w')`` (``0o666`` less the umask), not the private ones of
+    the temporary file.
     """
     import tempfile
 
@@ -949,6 +951,9 @@ def write_mat(path, variables, fname="save_net", compress=True):
     handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
                                          dir=folder)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         with os.fdopen(handle, "wb") as stream:
             scipy.io.savemat(stream, dict(variables), do_compression=compress,
                              long_field_names=True, oned_as="row", format="5")

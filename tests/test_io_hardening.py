@@ -607,3 +607,20 @@ def test_a_mat_v4_file_is_refused(tmp_path):
     scipy.io.savemat(str(path), {"layers": np.ones((2, 2))}, format="4")
     with pytest.raises(ValueError, match=r"old\.mat: a MAT v4 file, which cannot hold a network"):
         load_net(path)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_file_has_the_permissions_of_a_plain_open(tmp_path, umask):
+    # the atomic write goes through a private (0600) temporary file; the
+    # model must still be readable as any file the user writes
+    previous = os.umask(umask)
+    try:
+        save_net(tmp_path / "net.mat", small_net(0))
+        with open(tmp_path / "plain.bin", "w"):
+            pass
+    finally:
+        os.umask(previous)
+    mode = os.stat(tmp_path / "net.mat").st_mode & 0o777
+    assert mode == 0o666 & ~umask
+    assert mode == os.stat(tmp_path / "plain.bin").st_mode & 0o777
