@@ -87,6 +87,15 @@ def _pairs(values, what):
     return items
 
 
+def _note_layer(error, layer, direction):
+    """Name the layer an error of ``eval`` came from (MATLAB's stack shows
+    the block's method; the Python traceback alone does not say which layer)."""
+    if hasattr(error, "add_note"):  # Python 3.11+
+        inputs = ", ".join(layer.inputs)
+        error.add_note(f"in DagNN.eval, {direction} of layer '{layer.name}' "
+                       f"({layer.block.type_name()}, inputs: {inputs or 'none'})")
+
+
 def _number(x):
     x = float(x)
     return int(x) if x.is_integer() and abs(x) < 2 ** 53 else x
@@ -757,7 +766,11 @@ class DagNN:
         for l in order:
             layer = layers[l]
             start = clock()
-            layer.block.forwardAdvanced(layer)
+            try:
+                layer.block.forwardAdvanced(layer)
+            except Exception as error:
+                _note_layer(error, layer, "forward")
+                raise
             layer.forwardTime = clock() - start
 
         if not derivative:
@@ -770,7 +783,11 @@ class DagNN:
         for l in reversed(order):
             layer = layers[l]
             start = clock()
-            layer.block.backwardAdvanced(layer)
+            try:
+                layer.block.backwardAdvanced(layer)
+            except Exception as error:
+                _note_layer(error, layer, "backward")
+                raise
             layer.backwardTime = clock() - start
 
     # ------------------------------------------------------------------

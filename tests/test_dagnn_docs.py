@@ -13,6 +13,8 @@ Where a line cannot port as written, the test says why next to the line
 (``# PORT:``).
 """
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -228,3 +230,21 @@ def test_wrappers_dagnn_raw_loadmat_output_gets_a_clear_message(tmp_path):
     # net = dagnn.DagNN.loadobj(load('myfile.mat')) with scipy's loadmat as `load`
     with pytest.raises(TypeError, match="pass the file's path instead"):
         dagnn.DagNN.loadobj(scipy_io.loadmat(path))
+
+
+def test_eval_errors_name_the_layer():
+    """A block's error inside eval says which layer raised it, forward and backward."""
+    net = _wrappers_net()
+    net.initParams()
+    input = randn(5, 6, 256, 1)
+    with pytest.raises(ValueError) as info:
+        net.eval(["x1", input.astype(np.float64)])
+    if sys.version_info >= (3, 11):
+        assert info.value.__notes__ == [
+            "in DagNN.eval, forward of layer 'conv1' (dagnn.Conv, inputs: x1)"]
+    # dzdy = randn(size(output)) of the wrong size
+    with pytest.raises(ValueError, match="dzdy") as info:
+        net.eval(["x1", input], ["x3", randn(3, 4, 15, 1)])
+    if sys.version_info >= (3, 11):
+        assert info.value.__notes__ == [
+            "in DagNN.eval, backward of layer 'relu1' (dagnn.ReLU, inputs: x2)"]
