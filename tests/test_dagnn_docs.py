@@ -232,6 +232,502 @@ def test_wrappers_dagnn_raw_loadmat_output_gets_a_clear_message(tmp_path):
         dagnn.DagNN.loadobj(scipy_io.loadmat(path))
 
 
+# ---------------------------------------------------------------------------
+# quick.md: a pre-trained model classifies an image (tiny stand-in models
+# written here, loaded through the documented lines)
+
+CLASSES = ["class %d" % k for k in range(1, 6)]
+
+
+def _tiny_simplenn_model(path):
+    net = {"layers": [
+        {"name": "conv1", "type": "conv", "weights": [randn(3, 3, 3, 4), randn(1, 4)],
+         "pad": 1, "stride": 1},
+        {"name": "relu1", "type": "relu"},
+        {"name": "pool1", "type": "pool", "method": "max", "pool": [2, 2], "stride": 2,
+         "pad": 0},
+        {"name": "fc2", "type": "conv", "weights": [randn(4, 4, 4, 5), randn(1, 5)],
+         "pad": 0, "stride": 1},
+        {"name": "prob", "type": "softmax"}],
+        "meta": {"normalization": {"imageSize": [8, 8, 3],
+                                   "averageImage": 128 + 10 * randn(8, 8, 3)},
+                 "classes": {"name": list(CLASSES), "description": list(CLASSES)}}}
+    save_net(path, vl_simplenn_tidy(net))
+
+
+def _by_hand(net_layers, im):
+    w1, b1 = net_layers[0]
+    w2, b2 = net_layers[1]
+    x = vl_nnpool(vl_nnrelu(vl_nnconv(im, w1, b1, pad=1)), [2, 2], stride=2)
+    return vl_nnsoftmax(vl_nnconv(x, w2, b2))
+
+
+def test_quick_simplenn_classifies_an_image(tmp_path):
+    path = str(tmp_path / "imagenet-vgg-f.mat")
+    _tiny_simplenn_model(path)
+    # net = load('imagenet-vgg-f.mat') ;
+    # net = vl_simplenn_tidy(net) ;
+    net = vl_simplenn_tidy(load_net(path))
+    # im = imread('peppers.png') ;
+    im = RNG.integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    # im_ = single(im) ; % note: 255 range
+    im_ = im.astype(np.float32)
+    # im_ = imresize(im_, net.meta.normalization.imageSize(1:2)) ;
+    # PORT: no imresize in vlnn (vl_imreadjpeg's 'Resize' reads files); the
+    # stand-in image already has the model's size
+    assert list(im_.shape[:2]) == list(np.ravel(net.meta.normalization.imageSize)[:2])
+    # im_ = im_ - net.meta.normalization.averageImage ;
+    im_ = im_ - net.meta.normalization.averageImage
+    # res = vl_simplenn(net, im_) ;
+    res = vl_simplenn(net, im_)
+    # scores = squeeze(gather(res(end).x)) ;
+    scores = np.squeeze(res[-1].x)
+    # [bestScore, best] = max(scores) ;
+    best = int(np.argmax(scores)) + 1
+    bestScore = scores[best - 1]
+    # title(sprintf('%s (%d), score %.3f', net.meta.classes.description{best}, best, bestScore))
+    title = "%s (%d), score %.3f" % (net.meta.classes.description[best - 1], best, bestScore)
+
+    expected = np.squeeze(_by_hand([net.layers[0].weights, net.layers[3].weights], im_))
+    close(scores, expected)
+    assert best == int(np.argmax(expected)) + 1
+    assert title.startswith("class %d (%d), score " % (best, best))
+
+
+def _tiny_dag_model(path):
+    net = dagnn.DagNN()
+    net.addLayer("conv1", dagnn.Conv("size", [3, 3, 3, 4], "pad", 1), "data", "x1",
+                 ["conv1f", "conv1b"])
+    net.addLayer("relu1", dagnn.ReLU(), "x1", "x2")
+    net.addLayer("pool1", dagnn.Pooling("poolSize", [2, 2], "stride", 2), "x2", "x3")
+    net.addLayer("drop1", dagnn.DropOut("rate", 0.5), "x3", "x4")
+    net.addLayer("fc2", dagnn.Conv("size", [4, 4, 4, 5]), "x4", "x5", ["fc2f", "fc2b"])
+    net.addLayer("prob", dagnn.SoftMax(), "x5", "prob")
+    net.initParams()
+    for p in net.params:  # non-zero biases
+        p.value = p.value + randn(*p.value.shape)
+    net.meta = struct({"normalization": {"imageSize": [8, 8, 3],
+                                         "averageImage": np.reshape([120.5, 115.25, 104.0],
+                                                                    (1, 1, 3)
+                                                                    ).astype(np.float32)},
+                       "classes": {"name": list(CLASSES), "description": list(CLASSES)}})
+    dagnn.save_net(path, net)
+
+
+def test_quick_dagnn_classifies_an_image(tmp_path):
+    path = str(tmp_path / "imagenet-googlenet-dag.mat")
+    _tiny_dag_model(path)
+    # net = dagnn.DagNN.loadobj(load('imagenet-googlenet-dag.mat')) ;
+    # PORT: loadobj takes the path (there is no MATLAB-style load())
+    net = dagnn.DagNN.loadobj(path)
+    # net.mode = 'test' ;
+    net.mode = "test"
+    # im = imread('peppers.png') ;
+    im = RNG.integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    # im_ = single(im) ; % note: 0-255 range
+    im_ = im.astype(np.float32)
+    # im_ = imresize(im_, net.meta.normalization.imageSize(1:2)) ;   (PORT: no imresize;
+    # the stand-in image has the model's size)
+    assert list(im_.shape[:2]) == list(np.ravel(net.meta.normalization.imageSize)[:2])
+    # im_ = bsxfun(@minus, im_, net.meta.normalization.averageImage) ;
+    im_ = im_ - net.meta.normalization.averageImage
+    # net.eval({'data', im_}) ;
+    net.eval(["data", im_])
+    # scores = net.vars(net.getVarIndex('prob')).value ;
+    scores = net.vars[net.getVarIndex("prob")].value
+    # scores = squeeze(gather(scores)) ;
+    scores = np.squeeze(scores)
+    # [bestScore, best] = max(scores) ;
+    best = int(np.argmax(scores)) + 1
+    bestScore = scores[best - 1]
+    title = "%s (%d), score %.3f" % (net.meta.classes.description[best - 1], best, bestScore)
+
+    # by hand: test mode, so the dropout is the identity
+    value = {p.name: p.value for p in net.params}
+    expected = np.squeeze(_by_hand([(value["conv1f"], value["conv1b"]),
+                                    (value["fc2f"], value["fc2b"])], im_))
+    close(scores, expected)
+    assert scores.shape == (5,)
+    assert title == "class %d (%d), score %.3f" % (best, best, expected[best - 1])
+    # twice: test mode is deterministic
+    net.eval(["data", im_])
+    close(np.squeeze(net.vars[net.getVarIndex("prob")].value), expected)
+
+
+# ---------------------------------------------------------------------------
+# examples/fast_rcnn: fast_rcnn_init.m, a training step, deployFRCNN
+# (fast_rcnn_train.m) and the evaluation of fast_rcnn_demo.m, on a tiny
+# stand-in for imagenet-vgg-verydeep-16 (the same layer names)
+
+def _tiny_vgg(path):
+    net = {"layers": [
+        {"name": "conv1", "type": "conv", "weights": [randn(3, 3, 3, 4), randn(1, 4)],
+         "pad": 1, "stride": 1},
+        {"name": "relu1", "type": "relu"},
+        {"name": "pool1", "type": "pool", "method": "max", "pool": [2, 2], "stride": 2,
+         "pad": 0},
+        {"name": "conv5", "type": "conv", "weights": [randn(3, 3, 4, 5), randn(1, 5)],
+         "pad": 1, "stride": 1},
+        {"name": "relu5", "type": "relu"},
+        {"name": "pool5", "type": "pool", "method": "max", "pool": [2, 2], "stride": 2,
+         "pad": 0},
+        {"name": "fc6", "type": "conv", "weights": [randn(6, 6, 5, 7), randn(1, 7)],
+         "pad": 0, "stride": 1},
+        {"name": "relu6", "type": "relu"},
+        {"name": "fc7", "type": "conv", "weights": [randn(1, 1, 7, 7), randn(1, 7)],
+         "pad": 0, "stride": 1},
+        {"name": "relu7", "type": "relu"},
+        {"name": "fc8", "type": "conv", "weights": [randn(1, 1, 7, 10), randn(1, 10)],
+         "pad": 0, "stride": 1},
+        {"name": "prob", "type": "softmax"}],
+        "meta": {"normalization": {"imageSize": [32, 32, 3]}}}
+    save_net(path, vl_simplenn_tidy(net))
+
+
+def fast_rcnn_init(*varargin):
+    """examples/fast_rcnn/fast_rcnn_init.m, line by line."""
+    # opts.piecewise = 1;
+    # opts.modelPath = fullfile('data', 'models','imagenet-vgg-verydeep-16.mat');
+    opts = {"piecewise": 1, "modelPath": "data/models/imagenet-vgg-verydeep-16.mat"}
+    # opts = vl_argparse(opts, varargin) ;
+    opts = vl_argparse(opts, varargin)
+
+    # net = load(opts.modelPath);
+    # net = vl_simplenn_tidy(net);
+    net = vl_simplenn_tidy(load_net(opts["modelPath"]))
+
+    # relu6p = find(cellfun(@(a) strcmp(a.name, 'relu6'), net.layers)==1);
+    relu6p = [i for i, a in enumerate(net.layers) if a.name == "relu6"][0]
+    relu7p = [i for i, a in enumerate(net.layers) if a.name == "relu7"][0]
+    # drop6 = struct('type', 'dropout', 'rate', 0.5, 'name','drop6');
+    drop6 = struct({"type": "dropout", "rate": 0.5, "name": "drop6"})
+    drop7 = struct({"type": "dropout", "rate": 0.5, "name": "drop7"})
+    # net.layers = [net.layers(1:relu6p) drop6 net.layers(relu6p+1:relu7p) drop7 net.layers(relu7p+1:end)];
+    net.layers = (net.layers[:relu6p + 1] + [drop6] + net.layers[relu6p + 1:relu7p + 1]
+                  + [drop7] + net.layers[relu7p + 1:])
+
+    # nCls = 21;
+    nCls = 21
+    # fc8p = find(cellfun(@(a) strcmp(a.name, 'fc8'), net.layers)==1);
+    fc8p = [i for i, a in enumerate(net.layers) if a.name == "fc8"][0]
+    # net.layers{fc8p}.name = 'predcls';
+    net.layers[fc8p].name = "predcls"
+    # net.layers{fc8p}.weights{1} = 0.01 * randn(1,1,size(net.layers{fc8p}.weights{1},3),nCls,'single');
+    net.layers[fc8p].weights[0] = 0.01 * randn(1, 1, net.layers[fc8p].weights[0].shape[2], nCls)
+    # net.layers{fc8p}.weights{2} = zeros(1, nCls, 'single');
+    net.layers[fc8p].weights[1] = np.zeros((1, nCls), np.float32)
+
+    # pPool5 = find(cellfun(@(a) strcmp(a.name, 'pool5'), net.layers)==1);
+    pPool5 = [i for i, a in enumerate(net.layers) if a.name == "pool5"][0]
+    # net.layers = net.layers([1:pPool5-1,pPool5+1:end-1]);
+    net.layers = net.layers[:pPool5] + net.layers[pPool5 + 1:-1]
+
+    # net = dagnn.DagNN.fromSimpleNN(net, 'canonicalNames', true) ;
+    net = dagnn.DagNN.fromSimpleNN(net, "canonicalNames", True)
+
+    # pRelu5 = find(arrayfun(@(a) strcmp(a.name, 'relu5'), net.layers)==1);
+    pRelu5 = np.flatnonzero([a.name == "relu5" for a in net.layers])
+    assert pRelu5.size == 1  # (the VGG-16 branch, relu5_3, is not taken here)
+    pRelu5 = int(pRelu5[0])
+    # pFc6 = (arrayfun(@(a) strcmp(a.name, 'fc6'), net.layers)==1);
+    # PORT: a logical mask indexes a MATLAB struct array; a Python list needs
+    # the position (np.flatnonzero(mask)[0])
+    pFc6 = int(np.flatnonzero([a.name == "fc6" for a in net.layers])[0])
+    # net.addLayer('roipool', dagnn.ROIPooling('method','max','transform',1/16,...
+    #   'subdivisions',[6,6],'flatten',0), {net.layers(pRelu5).outputs{1},'rois'}, 'xRP');
+    net.addLayer("roipool", dagnn.ROIPooling("method", "max", "transform", 1 / 16,
+                                             "subdivisions", [6, 6], "flatten", 0),
+                 [net.layers[pRelu5].outputs[0], "rois"], "xRP")
+
+    # pRP = (arrayfun(@(a) strcmp(a.name, 'roipool'), net.layers)==1);
+    pRP = int(np.flatnonzero([a.name == "roipool" for a in net.layers])[0])
+    # net.layers(pFc6).inputs{1} = net.layers(pRP).outputs{1};
+    net.layers[pFc6].inputs[0] = net.layers[pRP].outputs[0]
+
+    # pFc8 = (arrayfun(@(a) strcmp(a.name, 'predcls'), net.layers)==1);
+    pFc8 = int(np.flatnonzero([a.name == "predcls" for a in net.layers])[0])
+    # net.addLayer('losscls',dagnn.Loss(), {net.layers(pFc8).outputs{1},'label'}, 'losscls',{});
+    net.addLayer("losscls", dagnn.Loss(), [net.layers[pFc8].outputs[0], "label"], "losscls", [])
+
+    # if opts.piecewise
+    if opts["piecewise"]:
+        # pparFc8 = (arrayfun(@(a) strcmp(a.name, 'predclsf'), net.params)==1);
+        pparFc8 = int(np.flatnonzero([a.name == "predclsf" for a in net.params])[0])
+        # pdrop7 = (arrayfun(@(a) strcmp(a.name, 'drop7'), net.layers)==1);
+        pdrop7 = int(np.flatnonzero([a.name == "drop7" for a in net.layers])[0])
+        # net.addLayer('predbbox',dagnn.Conv('size',[1 1 size(net.params(pparFc8).value,3) 84],'hasBias', true), ...
+        #   net.layers(pdrop7).outputs{1},'predbbox',{'predbboxf','predbboxb'});
+        net.addLayer("predbbox", dagnn.Conv("size", [1, 1, net.params[pparFc8].value.shape[2], 84],
+                                            "hasBias", True),
+                     net.layers[pdrop7].outputs[0], "predbbox", ["predbboxf", "predbboxb"])
+        # net.params(end-1).value = 0.001 * randn(1,1,size(net.params(pparFc8).value,3),84,'single');
+        net.params[-2].value = 0.001 * randn(1, 1, net.params[pparFc8].value.shape[2], 84)
+        # net.params(end).value = zeros(1,84,'single');
+        net.params[-1].value = np.zeros((1, 84), np.float32)
+        # net.addLayer('lossbbox',dagnn.LossSmoothL1(), {'predbbox','targets','instance_weights'}, 'lossbbox',{});
+        # PORT: examples/fast_rcnn/+dagnn/LossSmoothL1.m is the user's own class
+        # (test_dagnn.LossSmoothL1 here), so it is not an attribute of `dagnn`
+        net.addLayer("lossbbox", LossSmoothL1(), ["predbbox", "targets", "instance_weights"],
+                     "lossbbox", [])
+
+    # net.rebuild();
+    net.rebuild()
+
+    # for i=2:2:numel(net.params)
+    for i in range(2, len(net.params) + 1, 2):
+        # net.params(i).weightDecay = 0;
+        net.params[i - 1].weightDecay = 0
+        # net.params(i).learningRate = 2;
+        net.params[i - 1].learningRate = 2
+
+    # net.meta.normalization.averageImage = reshape([122.7717 102.9801 115.9465],[1 1 3]);
+    net.meta.normalization.averageImage = np.reshape([122.7717, 102.9801, 115.9465], [1, 1, 3])
+    # net.meta.normalization.interpolation = 'bilinear';
+    net.meta.normalization.interpolation = "bilinear"
+    # net.meta.classes.name = {'aeroplane', ..., 'background' };
+    # PORT: MATLAB creates the missing struct `classes` on assignment; a
+    # Struct needs it created first
+    net.meta.classes = struct({})
+    net.meta.classes.name = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
+                             "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike",
+                             "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+                             "background"]
+    # net.meta.classes.description = {};
+    net.meta.classes.description = []
+    return net
+
+
+def _frcnn_by_hand(net, im, rois, masks=None):
+    """The fast R-CNN forward through the blocks; `masks` the dropout masks
+    (None: test mode). Returns the intermediate values by name."""
+    P = {p.name: p.value for p in net.params}
+    v = {}
+    v["x1"] = vl_nnconv(im, P["conv1f"], P["conv1b"], pad=1)
+    v["x2"] = vl_nnrelu(v["x1"])
+    v["x3"] = vl_nnpool(v["x2"], [2, 2], stride=2)
+    v["x4"] = vl_nnconv(v["x3"], P["conv5f"], P["conv5b"], pad=1)
+    v["x5"] = vl_nnrelu(v["x4"])
+    v["xRP"] = vl_nnroipool(v["x5"], rois, method="max", transform=1 / 16, subdivisions=[6, 6])
+    v["fc6"] = vl_nnconv(v["xRP"], P["fc6f"], P["fc6b"])
+    v["relu6"] = vl_nnrelu(v["fc6"])
+    v["drop6"] = v["relu6"] if masks is None else v["relu6"] * masks[0]
+    v["fc7"] = vl_nnconv(v["drop6"], P["fc7f"], P["fc7b"])
+    v["relu7"] = vl_nnrelu(v["fc7"])
+    v["drop7"] = v["relu7"] if masks is None else v["relu7"] * masks[1]
+    v["predcls"] = vl_nnconv(v["drop7"], P["predclsf"], P["predclsb"])
+    v["predbbox"] = vl_nnconv(v["drop7"], P["predbboxf"], P["predbboxb"])
+    return v, P
+
+
+def _frcnn_batch(R=3):
+    im = 255 * RNG.random((32, 32, 3)).astype(np.float32)
+    x1 = RNG.integers(1, 120, R)
+    y1 = RNG.integers(1, 120, R)
+    boxes = np.stack([x1, y1, x1 + RNG.integers(60, 130, R), y1 + RNG.integers(60, 130, R)])
+    # rois = [ones(1,size(boxes,2)) ; boxes] ;
+    rois = np.vstack([np.ones((1, boxes.shape[1])), boxes]).astype(np.float32)
+    labels = np.array([3, 21, 7][:R], np.float32)
+    nc = 21
+    # targets/instance_weights as fast_rcnn_train.m's getBatch builds them
+    targets = np.zeros((1, 1, 4 * nc, R), np.float32)
+    instance_weights = np.zeros((1, 1, 4 * nc, R), np.float32)
+    for b in range(R):
+        if labels[b] > 0 and labels[b] != 21:
+            c = int(labels[b])
+            targets[0, 0, 4 * (c - 1):4 * c, b] = randn(4)
+            instance_weights[0, 0, 4 * (c - 1):4 * c, b] = 1
+    return im, rois, labels, targets, instance_weights
+
+
+def test_fast_rcnn_init_structure(tmp_path):
+    path = str(tmp_path / "imagenet-vgg-verydeep-16.mat")
+    _tiny_vgg(path)
+    net = fast_rcnn_init("modelPath", path)
+    names = [layer.name for layer in net.layers]
+    assert names == ["conv1", "relu1", "pool1", "conv5", "relu5", "fc6", "relu6", "drop6", "fc7",
+                     "relu7", "drop7", "predcls", "roipool", "losscls", "predbbox", "lossbbox"]
+    layer = net.layers[net.getLayerIndex("fc6")]
+    assert list(layer.inputs) == ["xRP"]
+    assert layer.inputIndexes == [net.getVarIndex("xRP")]
+    assert sorted(net.getInputs()) == ["input", "instance_weights", "label", "rois", "targets"]
+    assert sorted(net.getOutputs()) == ["lossbbox", "losscls"]
+    assert [(p.name, p.learningRate, p.weightDecay) for p in net.params][8:] == [
+        ("predclsf", 1, 1), ("predclsb", 2, 0), ("predbboxf", 1, 1), ("predbboxb", 2, 0)]
+    assert net.params[-2].value.shape == (1, 1, 7, 84)
+    # roipool runs before fc6 whatever the order of addLayer
+    order = [net.layers[i].name for i in net.executionOrder]
+    assert order.index("roipool") < order.index("fc6")
+
+
+def test_fast_rcnn_training_step_matches_the_blocks(tmp_path):
+    path = str(tmp_path / "imagenet-vgg-verydeep-16.mat")
+    _tiny_vgg(path)
+    net = fast_rcnn_init("modelPath", path)
+    im, rois, labels, targets, instance_weights = _frcnn_batch()
+    im = im - net.meta.normalization.averageImage.astype(np.float32)
+    # inputs = {'input', im, 'label', labels, 'rois', rois, 'targets', targets, ...
+    #   'instance_weights', instance_weights} ;
+    inputs = ["input", im, "label", labels, "rois", rois, "targets", targets,
+              "instance_weights", instance_weights]
+    # cnn_train_dag's step: net.eval(inputs, opts.derOutputs) in 'normal' mode
+    net.conserveMemory = False
+    net.eval(inputs, ["losscls", 1, "lossbbox", 1])
+
+    masks = [net.layers[net.getLayerIndex(n)].block.mask for n in ("drop6", "drop7")]
+    assert all(m is not None and m.shape == (1, 1, 7, 3) for m in masks)
+    v, P = _frcnn_by_hand(net, im, rois, masks)
+    close(net.vars[net.getVarIndex("xRP")].value, v["xRP"])
+    close(net.vars[net.layers[net.getLayerIndex("predcls")].outputIndexes[0]].value,
+          v["predcls"])
+    losscls = vl_nnloss(v["predcls"], labels)
+    close(net.vars[net.getVarIndex("losscls")].value, losscls)
+    delta = v["predbbox"] - targets
+    linear = np.abs(delta) > 1
+    lossbbox = np.sum(instance_weights * np.where(linear, np.abs(delta) - 0.5, 0.5 * delta ** 2)) / 3
+    close(net.vars[net.getVarIndex("lossbbox")].value, lossbbox)
+
+    # derivatives, the chain by hand (drop7 feeds both predcls and predbbox)
+    d = {}
+    dcls = vl_nnloss(v["predcls"], labels, 1)
+    dbox = instance_weights * np.where(linear, np.sign(delta), delta) / 3
+    dx_a, d["predclsf"], d["predclsb"] = vl_nnconv(v["drop7"], P["predclsf"], P["predclsb"], dcls)
+    dx_b, d["predbboxf"], d["predbboxb"] = vl_nnconv(v["drop7"], P["predbboxf"],
+                                                     P["predbboxb"], dbox)
+    dx = vl_nnrelu(v["fc7"], (dx_a + dx_b) * masks[1])
+    dx, d["fc7f"], d["fc7b"] = vl_nnconv(v["drop6"], P["fc7f"], P["fc7b"], dx)
+    dx = vl_nnrelu(v["fc6"], dx * masks[0])
+    dx, d["fc6f"], d["fc6b"] = vl_nnconv(v["xRP"], P["fc6f"], P["fc6b"], dx)
+    dx = vl_nnroipool(v["x5"], rois, dx, method="max", transform=1 / 16, subdivisions=[6, 6])
+    dx = vl_nnrelu(v["x4"], dx)
+    dx, d["conv5f"], d["conv5b"] = vl_nnconv(v["x3"], P["conv5f"], P["conv5b"], dx, pad=1)
+    dx = vl_nnpool(v["x2"], [2, 2], dx, stride=2)
+    dx = vl_nnrelu(v["x1"], dx)
+    dx, d["conv1f"], d["conv1b"] = vl_nnconv(im, P["conv1f"], P["conv1b"], dx, pad=1)
+    for p in net.params:
+        close(p.der, d[p.name], rtol=1e-3, atol=1e-4)
+        assert p.der.shape == p.value.shape, p.name
+    close(net.vars[net.getVarIndex("input")].der, dx, rtol=1e-3, atol=1e-4)
+
+
+def deployFRCNN(net, imdb):
+    """fast_rcnn_train.m's deployFRCNN, line by line."""
+    # for l = numel(net.layers):-1:1
+    for l in range(len(net.layers), 0, -1):
+        # if isa(net.layers(l).block, 'dagnn.Loss') || isa(net.layers(l).block, 'dagnn.DropOut')
+        if isinstance(net.layers[l - 1].block, (dagnn.Loss, dagnn.DropOut)):
+            # layer = net.layers(l);
+            layer = net.layers[l - 1]
+            # net.removeLayer(layer.name);
+            net.removeLayer(layer.name)
+            # net.renameVar(layer.outputs{1}, layer.inputs{1}, 'quiet', true) ;
+            net.renameVar(layer.outputs[0], layer.inputs[0], "quiet", True)
+    # net.rebuild();
+    net.rebuild()
+    # pfc8 = net.getLayerIndex('predcls') ;
+    pfc8 = net.getLayerIndex("predcls")
+    # net.addLayer('probcls',dagnn.SoftMax(),net.layers(pfc8).outputs{1}, 'probcls',{});
+    net.addLayer("probcls", dagnn.SoftMax(), net.layers[pfc8].outputs[0], "probcls", [])
+    # net.vars(net.getVarIndex('probcls')).precious = true ;
+    net.vars[net.getVarIndex("probcls")].precious = True
+    # idxBox = net.getLayerIndex('predbbox') ;
+    idxBox = net.getLayerIndex("predbbox")
+    # if ~isnan(idxBox)
+    if not np.isnan(idxBox):
+        # net.vars(net.layers(idxBox).outputIndexes(1)).precious = true ;
+        net.vars[net.layers[idxBox].outputIndexes[0]].precious = True
+        # blayer = net.layers(idxBox) ;
+        blayer = net.layers[idxBox]
+        # filters = net.params(net.getParamIndex(blayer.params{1})).value ;
+        filters = net.params[net.getParamIndex(blayer.params[0])].value
+        # biases = net.params(net.getParamIndex(blayer.params{2})).value ;
+        biases = net.params[net.getParamIndex(blayer.params[1])].value
+        # boxMeans = single(imdb.boxes.bboxMeanStd{1}');
+        boxMeans = np.float32(imdb.boxes.bboxMeanStd[0].T)
+        # boxStds = single(imdb.boxes.bboxMeanStd{2}');
+        boxStds = np.float32(imdb.boxes.bboxMeanStd[1].T)
+        # net.params(...).value = bsxfun(@times,filters, reshape([boxStds(:)' zeros(1,4,'single')]',
+        #   [1 1 1 4*numel(net.meta.classes.name)]));
+        # PORT: (:) and reshape are column-major: order='F'
+        stds = np.concatenate([boxStds.ravel(order="F"), np.zeros(4, np.float32)])
+        net.params[net.getParamIndex(blayer.params[0])].value = filters * np.reshape(
+            stds, [1, 1, 1, 4 * len(net.meta.classes.name)], order="F")
+        # biases = biases .* [boxStds(:)' zeros(1,4,'single')];
+        biases = biases * stds
+        # net.params(...).value = bsxfun(@plus,biases, [boxMeans(:)' zeros(1,4,'single')]);
+        net.params[net.getParamIndex(blayer.params[1])].value = biases + np.concatenate(
+            [boxMeans.ravel(order="F"), np.zeros(4, np.float32)])
+    # net.mode = 'test' ;
+    net.mode = "test"
+    return net
+
+
+def test_fast_rcnn_deploy_save_load_and_demo_eval(tmp_path):
+    path = str(tmp_path / "imagenet-vgg-verydeep-16.mat")
+    _tiny_vgg(path)
+    net = fast_rcnn_init("modelPath", path)
+    imdb = struct({"boxes": {"bboxMeanStd": [randn(20, 4) * 0.1, 1 + np.abs(randn(20, 4))]}})
+    trained = net.copy()
+    net = deployFRCNN(net, imdb)
+    assert [layer.name for layer in net.layers] == [
+        "conv1", "relu1", "pool1", "conv5", "relu5", "fc6", "relu6", "fc7", "relu7", "predcls",
+        "roipool", "predbbox", "probcls"]
+    assert sorted(net.getInputs()) == ["input", "rois"]
+    # net_ = net.saveobj() ; save(modelPath, '-struct', 'net_') ;
+    modelPath = str(tmp_path / "net-deployed.mat")
+    dagnn.save_net(modelPath, net)
+
+    # fast_rcnn_demo.m:
+    # net = load(opts.modelPath) ; net = dagnn.DagNN.loadobj(net);
+    net = dagnn.DagNN.loadobj(modelPath)
+    # net.mode = 'test' ;
+    net.mode = "test"
+    # net.vars(net.getVarIndex('cls_prob')).precious = 1 ;   (this model's names)
+    net.vars[net.getVarIndex("probcls")].precious = 1
+    net.vars[net.getVarIndex("predbbox")].precious = 1
+    im, rois, _, _, _ = _frcnn_batch()
+    # imNorm = bsxfun(@minus, im, net.meta.normalization.averageImage) ;
+    imNorm = im - net.meta.normalization.averageImage
+    # PORT: fast_rcnn_init stores the average image in double; MATLAB's
+    # single - double is single, NumPy's float32 - float64 is float64, which the
+    # float32 network refuses, naming the layer
+    with pytest.raises(ValueError, match="must not mix float32 and float64") as info:
+        net.eval(["input", imNorm, "rois", rois])
+    if sys.version_info >= (3, 11):  # exception notes
+        assert "in DagNN.eval, forward of layer 'conv1' (dagnn.Conv, inputs: input)" in \
+            info.value.__notes__
+    imNorm = im - net.meta.normalization.averageImage.astype(np.float32)
+    # net.conserveMemory = false ;
+    net.conserveMemory = False
+    # net.eval({'data', imNorm, 'rois', rois});
+    net.eval(["input", imNorm, "rois", rois])
+    # probs = squeeze(gather(net.vars(net.getVarIndex('cls_prob')).value)) ;
+    probs = np.squeeze(net.vars[net.getVarIndex("probcls")].value)
+    # deltas = squeeze(gather(net.vars(net.getVarIndex('bbox_pred')).value)) ;
+    deltas = np.squeeze(net.vars[net.getVarIndex("predbbox")].value)
+
+    v, P = _frcnn_by_hand(net, imNorm, rois)  # test mode: no dropout
+    assert probs.shape == (21, 3) and deltas.shape == (84, 3)
+    close(probs, np.squeeze(vl_nnsoftmax(v["predcls"])))
+    close(deltas, np.squeeze(v["predbbox"]))
+    close(np.sum(probs, axis=0), np.ones(3))
+    # the deployed bbox filters carry the stds and the biases the means: class
+    # c's 4 deltas are the trained net's times stds(c, :) plus means(c, :)
+    v0, _ = _frcnn_by_hand(trained, imNorm, rois)
+    means, stds = imdb.boxes.bboxMeanStd
+    raw = np.squeeze(v0["predbbox"])
+    for c in range(1, 21):
+        close(deltas[4 * (c - 1):4 * c, :], raw[4 * (c - 1):4 * c, :] * stds[c - 1][:, None]
+              + means[c - 1][:, None])
+    # the background's: times the zeros appended to the stds
+    assert np.all(deltas[80:, :] == 0) and np.any(raw[80:, :] != 0)
+    # c = find(strcmp(opts.classes{i}, net.meta.classes.name)) ;
+    c = [k + 1 for k, n in enumerate(net.meta.classes.name) if n == "car"][0]
+    # cprobs = probs(c,:) ;  cdeltas = deltas(4*(c-1)+(1:4),:)' ;
+    cprobs = probs[c - 1, :]
+    cdeltas = deltas[4 * (c - 1):4 * c, :].T
+    assert c == 7 and cprobs.shape == (3,) and cdeltas.shape == (3, 4)
+
+
 def test_eval_errors_name_the_layer():
     """A block's error inside eval says which layer raised it, forward and backward."""
     net = _wrappers_net()
