@@ -693,6 +693,12 @@ class DagNN:
         saved.meta = _copy.deepcopy(saved.meta)
         return DagNN.loadobj(saved)
 
+    def __copy__(self):
+        """``copy.copy(net)`` is :meth:`copy`, as MATLAB's ``copy(net)`` (a
+        shallow copy would share the layers, variables and blocks with the
+        original, so evaluating it would write into the original)."""
+        return self.copy()
+
     def eval(self, inputs, derOutputs=None, *args, **opts):
         """Evaluate the network forward, and backward when ``derOutputs`` is given.
 

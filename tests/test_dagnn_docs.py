@@ -13,6 +13,7 @@ Where a line cannot port as written, the test says why next to the line
 (``# PORT:``).
 """
 
+import copy
 import sys
 
 import numpy as np
@@ -744,3 +745,25 @@ def test_eval_errors_name_the_layer():
     if sys.version_info >= (3, 11):
         assert info.value.__notes__ == [
             "in DagNN.eval, backward of layer 'relu1' (dagnn.ReLU, inputs: x2)"]
+
+
+# ---------------------------------------------------------------------------
+# the help of dagnn.DagNN (DagNN.m) and of its methods
+
+def test_dagnn_help_copy():
+    net = _wrappers_net()
+    net.initParams()
+    input = randn(5, 6, 256, 1)
+    # deep_copy = copy(dagnet);
+    for deep_copy in (net.copy(), copy.copy(net), copy.deepcopy(net)):
+        assert deep_copy is not net
+        assert deep_copy.params[0].value is not net.params[0].value
+        assert deep_copy.vars is not net.vars and deep_copy.layers is not net.layers
+        assert deep_copy.layers[0].block is not net.layers[0].block
+        assert deep_copy.layers[0].block.net is deep_copy
+        deep_copy.params[0].value = deep_copy.params[0].value + 1
+        deep_copy.eval(["x1", input])
+        assert net.vars[net.getVarIndex("x3")].value is None  # the original is not touched
+        close(deep_copy.vars[deep_copy.getVarIndex("x3")].value,
+              vl_nnrelu(vl_nnconv(input, net.params[0].value + 1, net.params[1].value)))
+
