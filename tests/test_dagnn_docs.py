@@ -767,3 +767,36 @@ def test_dagnn_help_copy():
         close(deep_copy.vars[deep_copy.getVarIndex("x3")].value,
               vl_nnrelu(vl_nnconv(input, net.params[0].value + 1, net.params[1].value)))
 
+
+def test_dagnn_help_get_var_sizes_storage():
+    net = _wrappers_net()
+    net.meta = struct({"normalization": {"imageSize": [10, 15, 256]}})
+    # batch_size = 256; single_num_bytes = 4;
+    batch_size, single_num_bytes = 256, 4
+    # input_size = [net.meta.normalization.imageSize, batch_size];
+    input_size = [*net.meta.normalization.imageSize, batch_size]
+    # var_sizes = net.getVarSizes({'x1', input_size});
+    var_sizes = net.getVarSizes(["x1", input_size])
+    # sum(prod(cell2mat(var_sizes, 1))) * single_num_bytes ./ 1024^3
+    total = sum(np.prod(s) for s in var_sizes) * single_num_bytes / 1024 ** 3
+    assert var_sizes == [[10, 15, 256, 256], [8, 13, 16, 256], [8, 13, 16, 256]]
+    assert total == pytest.approx((10 * 15 * 256 + 2 * 8 * 13 * 16) * 256 * 4 / 1024 ** 3)
+
+
+def test_dagnn_help_accumulate_param_ders_and_test_mode():
+    net = _wrappers_net()
+    net.addLayer("drop1", dagnn.DropOut("rate", 0.5), "x3", "x4")
+    net.initParams()
+    input = randn(5, 6, 256, 1)
+    dzdy = randn(3, 4, 16, 1)
+    # `mode`:: 'test' -- dropout becomes a pass-through block
+    net.mode = "test"
+    net.eval(["x1", input])
+    y = vl_nnrelu(vl_nnconv(input, net.params[0].value, net.params[1].value))
+    close(net.vars[net.getVarIndex("x4")].value, y)
+    net.eval(["x1", input], ["x4", dzdy])
+    once = net.params[0].der.copy()
+    # `accumulateParamDers`:: true -- the derivatives are added the next time
+    net.accumulateParamDers = True
+    net.eval(["x1", input], ["x4", dzdy])
+    close(net.params[0].der, 2 * once)
