@@ -800,3 +800,188 @@ def test_dagnn_help_accumulate_param_ders_and_test_mode():
     net.accumulateParamDers = True
     net.eval(["x1", input], ["x4", dzdy])
     close(net.params[0].der, 2 * once)
+
+
+# ---------------------------------------------------------------------------
+# examples/spatial_transformer/cnn_stn_cluttered_mnist_init.m
+
+def cnn_stn_cluttered_mnist_init(imsz, use_transformer):
+    """cnn_stn_cluttered_mnist_init.m, line by line."""
+    # nn = dagnn.DagNN();
+    nn = dagnn.DagNN()
+    if use_transformer:
+        # l_mp1 = dagnn.Pooling('method', 'max', 'poolSize', [2 2],'pad', 0, 'stride', 2);
+        l_mp1 = dagnn.Pooling("method", "max", "poolSize", [2, 2], "pad", 0, "stride", 2)
+        # nn.addLayer('l_mp1', l_mp1, {'input'}, {'x1'});
+        nn.addLayer("l_mp1", l_mp1, ["input"], ["x1"])
+        # l_cnv1 = dagnn.Conv('size',[5 5 1 20],'pad',0,'stride',1,'hasBias',true);
+        l_cnv1 = dagnn.Conv("size", [5, 5, 1, 20], "pad", 0, "stride", 1, "hasBias", True)
+        nn.addLayer("l_cnv1", l_cnv1, ["x1"], ["x2"], ["lc1f", "lc1b"])
+        # nn.addLayer('l_re1', dagnn.ReLU(), {'x2'}, {'x3'});
+        nn.addLayer("l_re1", dagnn.ReLU(), ["x2"], ["x3"])
+        l_mp2 = dagnn.Pooling("method", "max", "poolSize", [2, 2], "pad", 0, "stride", 2)
+        nn.addLayer("l_mp2", l_mp2, ["x3"], ["x4"])
+        l_cnv2 = dagnn.Conv("size", [5, 5, 20, 20], "pad", 0, "stride", 1, "hasBias", True)
+        nn.addLayer("l_cnv2", l_cnv2, ["x4"], ["x5"], ["lc2f", "lc2b"])
+        nn.addLayer("l_re2", dagnn.ReLU(), ["x5"], ["x6"])
+        l_fc1 = dagnn.Conv("size", [9, 9, 20, 50], "pad", 0, "stride", 1, "hasBias", True)
+        nn.addLayer("l_fc1", l_fc1, ["x6"], ["x7"], ["lfcf", "lfcb"])
+        nn.addLayer("l_re3", dagnn.ReLU(), ["x7"], ["x8"])
+        l_out = dagnn.Conv("size", [1, 1, 50, 6], "pad", 0, "stride", 1, "hasBias", True)
+        nn.addLayer("l_out", l_out, ["x8"], ["aff"], ["lof", "lob"])
+        # aff_grid = dagnn.AffineGridGenerator('Ho',imsz(1),'Wo',imsz(2));
+        aff_grid = dagnn.AffineGridGenerator("Ho", imsz[0], "Wo", imsz[1])
+        # nn.addLayer('aff', aff_grid,{'aff'},{'grid'});
+        nn.addLayer("aff", aff_grid, ["aff"], ["grid"])
+        # sampler = dagnn.BilinearSampler();
+        sampler = dagnn.BilinearSampler()
+        # nn.addLayer('samp',sampler,{'input','grid'},{'xST'});
+        nn.addLayer("samp", sampler, ["input", "grid"], ["xST"])
+
+    c_ap1 = dagnn.Pooling("method", "avg", "poolSize", [2, 2], "pad", 0, "stride", 2)
+    # in_name = 'input';
+    in_name = "input"
+    # if use_transformer, in_name = 'xST'; end
+    if use_transformer:
+        in_name = "xST"
+    nn.addLayer("c_ap1", c_ap1, [in_name], ["xc0"])
+    c_cnv1 = dagnn.Conv("size", [7, 7, 1, 32], "pad", 0, "stride", 1, "hasBias", True)
+    nn.addLayer("c_cnv1", c_cnv1, ["xc0"], ["xc1"], ["cc1f", "cc1b"])
+    nn.addLayer("c_re1", dagnn.ReLU(), ["xc1"], ["xc2"])
+    c_mp1 = dagnn.Pooling("method", "max", "poolSize", [2, 2], "pad", 0, "stride", 2)
+    nn.addLayer("c_mp1", c_mp1, ["xc2"], ["xc3"])
+    c_cnv2 = dagnn.Conv("size", [5, 5, 32, 48], "pad", 0, "stride", 1, "hasBias", True)
+    nn.addLayer("c_cnv2", c_cnv2, ["xc3"], ["xc4"], ["cc2f", "cc2b"])
+    nn.addLayer("c_re2", dagnn.ReLU(), ["xc4"], ["xc5"])
+    c_mp2 = dagnn.Pooling("method", "max", "poolSize", [2, 2], "pad", 0, "stride", 2)
+    nn.addLayer("c_mp2", c_mp2, ["xc5"], ["xc6"])
+    c_fc1 = dagnn.Conv("size", [4, 4, 48, 256], "pad", 0, "stride", 1, "hasBias", True)
+    nn.addLayer("c_fc1", c_fc1, ["xc6"], ["xc7"], ["cfcf", "cfcb"])
+    nn.addLayer("c_re3", dagnn.ReLU(), ["xc7"], ["xc8"])
+    c_fc2 = dagnn.Conv("size", [1, 1, 256, 10], "pad", 0, "stride", 1, "hasBias", True)
+    nn.addLayer("c_fc2", c_fc2, ["xc8"], ["pred"], ["cof", "cob"])
+    # nn.addLayer('loss', dagnn.Loss('loss', 'softmaxlog'), {'pred','label'}, 'objective');
+    nn.addLayer("loss", dagnn.Loss("loss", "softmaxlog"), ["pred", "label"], "objective")
+    # nn.addLayer('error', dagnn.Loss('loss', 'classerror'), {'pred','label'}, 'error');
+    nn.addLayer("error", dagnn.Loss("loss", "classerror"), ["pred", "label"], "error")
+    # nn.initParams();
+    nn.initParams()
+
+    if use_transformer:
+        # f_prev = nn.params(nn.getParamIndex('lof')).value;
+        f_prev = nn.params[nn.getParamIndex("lof")].value
+        # nn.params(nn.getParamIndex('lof')).value = 0*f_prev;
+        nn.params[nn.getParamIndex("lof")].value = 0 * f_prev
+        # b_prev = 0*nn.params(nn.getParamIndex('lob')).value;
+        b_prev = 0 * nn.params[nn.getParamIndex("lob")].value
+        # b_prev(1) = 1; b_prev(4) = 1;
+        # PORT: linear indexing is 1-based and column-major: .flat[k - 1] is it
+        # for a vector (the biases here); a matrix needs .T.flat or order='F'
+        b_prev.flat[0] = 1
+        b_prev.flat[3] = 1
+        nn.params[nn.getParamIndex("lob")].value = b_prev
+
+    # nn.meta.trainOpts.learningRate = 0.001 ;
+    # PORT: MATLAB creates the missing struct `trainOpts`; create it first
+    nn.meta.trainOpts = struct({})
+    nn.meta.trainOpts.learningRate = 0.001
+    nn.meta.trainOpts.batchSize = 256
+    nn.meta.trainOpts.numEpochs = 60
+    return nn
+
+
+def _affine_grid(aff, Ho, Wo):
+    """AffineGridGenerator by hand: grid[k, i, j, n] = A[0, k] h_i + A[1, k] w_j + A[k, 2]
+    with A the 6 numbers of image n as a 2 x 3 matrix in MATLAB's order."""
+    N = aff.shape[3]
+    h, w = np.linspace(-1, 1, Ho), np.linspace(-1, 1, Wo)
+    grid = np.zeros((2, Ho, Wo, N), aff.dtype)
+    for n in range(N):
+        A = aff[0, 0, :, n].reshape(2, 3, order="F")
+        for k in range(2):
+            grid[k, :, :, n] = A[0, k] * h[:, None] + A[1, k] * w[None, :] + A[k, 2]
+    return grid
+
+
+def _affine_grid_backward(dgrid, Ho, Wo):
+    N = dgrid.shape[3]
+    h, w = np.linspace(-1, 1, Ho), np.linspace(-1, 1, Wo)
+    daff = np.zeros((1, 1, 6, N), dgrid.dtype)
+    for n in range(N):
+        dA = np.zeros((2, 3))
+        for k in range(2):
+            dA[0, k] = np.sum(dgrid[k, :, :, n] * h[:, None])
+            dA[1, k] = np.sum(dgrid[k, :, :, n] * w[None, :])
+            dA[k, 2] = np.sum(dgrid[k, :, :, n])
+        daff[0, 0, :, n] = dA.ravel(order="F")
+    return daff
+
+
+def test_stn_init_identity_transform_forward_and_backward():
+    from vlnn import vl_nnbilinearsampler
+    imsz = [60, 60]
+    nn = cnn_stn_cluttered_mnist_init(imsz, True)
+    assert nn.meta.trainOpts.batchSize == 256
+    assert list(np.ravel(nn.params[nn.getParamIndex("lob")].value)) == [1, 0, 0, 1, 0, 0]
+    x = randn(60, 60, 1, 2)
+    label = np.array([3, 10], np.float32)
+    nn.conserveMemory = False
+    nn.eval(["input", x, "label", label])
+    # the identity transform samples the input at its own pixels
+    close(nn.vars[nn.getVarIndex("xST")].value, x, rtol=1e-4, atol=1e-4)
+
+    # a transform away from the identity, as after some training
+    nn.params[nn.getParamIndex("lof")].value = 0.01 * randn(1, 1, 50, 6)
+    nn.eval(["input", x, "label", label], ["objective", 1])
+    P = {p.name: p.value for p in nn.params}
+
+    def conv(a, name, d=None):
+        return vl_nnconv(a, P[name + "f"], P[name + "b"], d)
+
+    def pool(a, method="max", d=None):
+        return vl_nnpool(a, [2, 2], d, method=method, stride=2)
+
+    # forward by hand
+    x1 = pool(x)
+    x2 = conv(x1, "lc1")
+    x4 = pool(vl_nnrelu(x2))
+    x5 = conv(x4, "lc2")
+    x7 = conv(vl_nnrelu(x5), "lfc")
+    aff = conv(vl_nnrelu(x7), "lo")
+    grid = _affine_grid(aff, 60, 60)
+    xST = vl_nnbilinearsampler(x, grid)
+    xc0 = pool(xST, "avg")
+    xc1 = conv(xc0, "cc1")
+    xc3 = pool(vl_nnrelu(xc1))
+    xc4 = conv(xc3, "cc2")
+    xc6 = pool(vl_nnrelu(xc4))
+    xc7 = conv(xc6, "cfc")
+    pred = conv(vl_nnrelu(xc7), "co")
+    close(nn.vars[nn.getVarIndex("grid")].value, grid)
+    close(nn.vars[nn.getVarIndex("xST")].value, xST)
+    close(nn.vars[nn.getVarIndex("objective")].value, vl_nnloss(pred, label))
+    close(nn.vars[nn.getVarIndex("error")].value,
+          vl_nnloss(pred, label, loss="classerror"))
+
+    # backward by hand
+    d = {}
+    g = vl_nnloss(pred, label, 1)
+    g, d["cof"], d["cob"] = conv(vl_nnrelu(xc7), "co", g)
+    g, d["cfcf"], d["cfcb"] = conv(xc6, "cfc", vl_nnrelu(xc7, g))
+    g = pool(vl_nnrelu(xc4), d=g)
+    g, d["cc2f"], d["cc2b"] = conv(xc3, "cc2", vl_nnrelu(xc4, g))
+    g = pool(vl_nnrelu(xc1), d=g)
+    g, d["cc1f"], d["cc1b"] = conv(xc0, "cc1", vl_nnrelu(xc1, g))
+    g = pool(xST, "avg", g)
+    dx_sampler, dgrid = vl_nnbilinearsampler(x, grid, g)
+    g = _affine_grid_backward(dgrid, 60, 60)
+    g, d["lof"], d["lob"] = conv(vl_nnrelu(x7), "lo", g)
+    g, d["lfcf"], d["lfcb"] = conv(vl_nnrelu(x5), "lfc", vl_nnrelu(x7, g))
+    g, d["lc2f"], d["lc2b"] = conv(x4, "lc2", vl_nnrelu(x5, g))
+    g = pool(vl_nnrelu(x2), d=g)
+    g, d["lc1f"], d["lc1b"] = conv(x1, "lc1", vl_nnrelu(x2, g))
+    dx = dx_sampler + pool(x, d=g)
+    for p in nn.params:
+        scale = np.max(np.abs(d[p.name])) + 1e-12
+        close(p.der / scale, d[p.name] / scale, rtol=1e-3, atol=1e-4)
+    close(nn.vars[nn.getVarIndex("input")].der, dx, rtol=1e-3, atol=1e-4)
