@@ -986,3 +986,207 @@ def test_stn_init_identity_transform_forward_and_backward():
         scale = np.max(np.abs(d[p.name])) + 1e-12
         close(p.der / scale, d[p.name] / scale, rtol=1e-3, atol=1e-4)
     close(nn.vars[nn.getVarIndex("input")].der, dx, rtol=1e-3, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------
+# examples/imagenet/cnn_imagenet_deploy.m (both branches)
+
+def removeCuDNNMemoryLimit(opts):
+    # remove = false(1, numel(opts)) ;
+    remove = [False] * len(opts)
+    # for i = 1:numel(opts)
+    for i in range(1, len(opts) + 1):
+        # if isstr(opts{i}) && strcmp(lower(opts{i}), 'CudnnWorkspaceLimit')
+        # (MatConvNet's own test compares a lower-cased name with a mixed-case
+        # one, so it never removes anything; ported as written)
+        if isinstance(opts[i - 1], str) and opts[i - 1].lower() == "CudnnWorkspaceLimit":
+            # remove([i i+1]) = true ;
+            remove[i - 1] = remove[i] = True
+    # opts = opts(~remove) ;
+    return [o for o, r in zip(opts, remove) if not r]
+
+
+def dagFindLayersWithOutput(net, outVarName):
+    # layers = {} ; for l = 1:numel(net.layers) ... if any(strcmp(net.layers(l).outputs, outVarName))
+    return [layer.name for layer in net.layers if outVarName in layer.outputs]
+
+
+def dagFindLayersOfType(net, type):
+    # if isa(net.layers(l).block, type)   (PORT: the class, not its name)
+    return [layer.name for layer in net.layers if isinstance(layer.block, type)]
+
+
+def dagRemoveLayersOfType(net, type):
+    # names = dagFindLayersOfType(net, type) ;
+    names = dagFindLayersOfType(net, type)
+    # for i = 1:numel(names)
+    for name in names:
+        # layer = net.layers(net.getLayerIndex(names{i})) ;
+        layer = net.layers[net.getLayerIndex(name)]
+        # net.removeLayer(names{i}) ;
+        net.removeLayer(name)
+        # net.renameVar(layer.outputs{1}, layer.inputs{1}, 'quiet', true) ;
+        net.renameVar(layer.outputs[0], layer.inputs[0], "quiet", True)
+
+
+def mergeBatchNorm(filters, biases, multipliers, offsets, moments):
+    # a = multipliers(:) ./ moments(:,2) ;
+    a = multipliers.ravel(order="F") / moments[:, 1]
+    # b = offsets(:) - moments(:,1) .* a ;
+    b = offsets.ravel(order="F") - moments[:, 0] * a
+    # biases(:) = biases(:) + b(:) ;
+    biases = (biases.ravel(order="F") + b).reshape(biases.shape, order="F")
+    # sz = size(filters) ; numFilters = sz(4) ;
+    sz = filters.shape
+    numFilters = sz[3]
+    # filters = reshape(bsxfun(@times, reshape(filters, [], numFilters), a'), sz) ;
+    filters = np.reshape(np.reshape(filters, (-1, numFilters), order="F") * a[None, :], sz,
+                         order="F")
+    return filters, biases
+
+
+def dagMergeBatchNorm(net):
+    names = dagFindLayersOfType(net, dagnn.BatchNorm)
+    for name in names:
+        layer = net.layers[net.getLayerIndex(name)]
+        # playerName = dagFindLayersWithOutput(net, layer.inputs{1}) ; playerName = playerName{1} ;
+        playerName = dagFindLayersWithOutput(net, layer.inputs[0])[0]
+        playerIndex = net.getLayerIndex(playerName)
+        player = net.layers[playerIndex]
+        if not isinstance(player.block, dagnn.Conv):
+            raise ValueError("Batch normalization cannot be merged as it is not preceded by "
+                             "a conv layer.")
+        # if ~player.block.hasBias
+        if not player.block.hasBias:
+            block = player.block
+            block.hasBias = True
+            # net.renameLayer(playerName, 'tmp') ;
+            net.renameLayer(playerName, "tmp")
+            # net.addLayer(playerName, block, player.inputs, player.outputs, ...
+            #   {player.params{1}, sprintf('%s_b',playerName)}) ;
+            net.addLayer(playerName, block, player.inputs, player.outputs,
+                         [player.params[0], "%s_b" % playerName])
+            # net.removeLayer('tmp') ;
+            net.removeLayer("tmp")
+            playerIndex = net.getLayerIndex(playerName)
+            player = net.layers[playerIndex]
+            biases = net.getParamIndex(player.params[1])
+            # net.params(biases).value = zeros(block.size(4), 1, 'single') ;
+            net.params[biases].value = np.zeros((block.size[3], 1), np.float32)
+        filters = net.getParamIndex(player.params[0])
+        biases = net.getParamIndex(player.params[1])
+        multipliers = net.getParamIndex(layer.params[0])
+        offsets = net.getParamIndex(layer.params[1])
+        moments = net.getParamIndex(layer.params[2])
+        filtersValue, biasesValue = mergeBatchNorm(
+            net.params[filters].value, net.params[biases].value,
+            net.params[multipliers].value, net.params[offsets].value,
+            net.params[moments].value)
+        net.params[filters].value = filtersValue
+        net.params[biases].value = biasesValue
+
+
+def cnn_imagenet_deploy(net):
+    """cnn_imagenet_deploy.m, line by line."""
+    # isDag = isa(net, 'dagnn.DagNN') ;
+    isDag = isinstance(net, dagnn.DagNN)
+    if isDag:
+        dagRemoveLayersOfType(net, dagnn.Loss)
+        dagRemoveLayersOfType(net, dagnn.DropOut)
+    else:
+        # net = simpleRemoveLayersOfType(net, 'softmaxloss') ;  net.layers(layers) = [] ;
+        net.layers = [l for l in net.layers if l.type not in ("softmaxloss", "dropout")]
+    if isDag:
+        # net.addLayer('prob', dagnn.SoftMax(), 'prediction', 'prob', {}) ;
+        net.addLayer("prob", dagnn.SoftMax(), "prediction", "prob", [])
+    else:
+        # net.layers{end+1} = struct('name', 'prob', 'type', 'softmax') ;
+        net.layers.append(struct({"name": "prob", "type": "softmax"}))
+    if isDag:
+        dagMergeBatchNorm(net)
+        dagRemoveLayersOfType(net, dagnn.BatchNorm)
+    else:
+        # simpleMergeBatchNorm
+        for l in range(1, len(net.layers) + 1):
+            if net.layers[l - 1].type == "bnorm":
+                assert net.layers[l - 2].type == "conv"
+                filters, biases = mergeBatchNorm(*net.layers[l - 2].weights,
+                                                 *net.layers[l - 1].weights)
+                net.layers[l - 2].weights = [filters, biases]
+        net.layers = [l for l in net.layers if l.type != "bnorm"]
+    if isDag:
+        # for name = dagFindLayersOfType(net, 'dagnn.Conv')
+        for name in dagFindLayersOfType(net, dagnn.Conv):
+            l = net.getLayerIndex(name)
+            # net.layers(l).block.opts = removeCuDNNMemoryLimit(net.layers(l).block.opts) ;
+            net.layers[l].block.opts = removeCuDNNMemoryLimit(net.layers[l].block.opts)
+    return net
+
+
+def _bn_net():
+    net = dagnn.DagNN()
+    net.addLayer("conv1", dagnn.Conv("size", [3, 3, 3, 4], "pad", 1, "hasBias", False,
+                                     "opts", ["CudnnWorkspaceLimit", 1024]),
+                 "input", "x1", "conv1f")
+    net.addLayer("bn1", dagnn.BatchNorm("numChannels", 4), "x1", "x2", ["bn1m", "bn1b", "bn1x"])
+    net.addLayer("relu1", dagnn.ReLU(), "x2", "x3")
+    net.addLayer("drop1", dagnn.DropOut(), "x3", "x4")
+    net.addLayer("conv2", dagnn.Conv("size", [3, 3, 4, 5]), "x4", "x5", ["conv2f", "conv2b"])
+    net.addLayer("bn2", dagnn.BatchNorm("numChannels", 5), "x5", "prediction",
+                 ["bn2m", "bn2b", "bn2x"])
+    net.addLayer("loss", dagnn.Loss(), ["prediction", "label"], "objective")
+    net.initParams()
+    for p in net.params:  # trained-looking values, positive deviations
+        p.value = p.value + 0.5 * randn(*p.value.shape)
+        if p.name.endswith("x"):
+            p.value[:, 1] = 0.5 + np.abs(p.value[:, 1])
+    # a bias before a batch normalisation gets no derivative, so training leaves
+    # it at its initial zero (MatConvNet's mergeBatchNorm relies on it)
+    net.params[net.getParamIndex("conv2b")].value[...] = 0
+    return net
+
+
+def test_cnn_imagenet_deploy_dagnn_merges_batch_norm():
+    net = _bn_net()
+    x = randn(7, 6, 3, 2)
+    P = {p.name: p.value.copy() for p in net.params}
+    # by hand, test mode: batch normalisation with the stored moments
+    x2 = vl_nnconv(x, P["conv1f"], None, pad=1)
+    from vlnn import vl_nnbnorm
+    x2 = vl_nnbnorm(x2, P["bn1m"], P["bn1b"], moments=P["bn1x"])
+    x5 = vl_nnconv(vl_nnrelu(x2), P["conv2f"], P["conv2b"])
+    pred = vl_nnbnorm(x5, P["bn2m"], P["bn2b"], moments=P["bn2x"])
+
+    net = cnn_imagenet_deploy(net)
+    # conv1 was re-added with a bias: last, as MatConvNet's addLayer appends it
+    assert [l.name for l in net.layers] == ["relu1", "conv2", "prob", "conv1"]
+    assert [net.layers[i].name for i in net.executionOrder] == ["conv1", "relu1", "conv2", "prob"]
+    assert sorted(net.getInputs()) == ["input"] and list(net.getOutputs()) == ["prob"]
+    conv1 = net.layers[net.getLayerIndex("conv1")]
+    assert conv1.block.hasBias and list(conv1.params) == ["conv1f", "conv1_b"]
+    # MatConvNet's lower-case comparison keeps the option (ported as written)
+    assert list(conv1.block.opts) == ["CudnnWorkspaceLimit", 1024]
+    net.mode = "test"
+    net.eval(["input", x])
+    close(net.vars[net.getVarIndex("prob")].value, vl_nnsoftmax(pred), rtol=1e-4, atol=1e-5)
+
+
+def test_cnn_imagenet_deploy_simplenn_merges_batch_norm():
+    # (zero biases before the batch normalisation, as training leaves them:
+    # MatConvNet's mergeBatchNorm adds b to the biases instead of a * biases + b)
+    snet = vl_simplenn_tidy({"layers": [
+        {"type": "conv", "weights": [randn(3, 3, 3, 4), np.zeros((1, 4), np.float32)], "pad": 1},
+        {"type": "bnorm", "weights": [randn(4, 1), randn(4, 1),
+                                      np.abs(randn(4, 2)) + 0.5]},
+        {"type": "relu"},
+        {"type": "dropout"},
+        {"type": "conv", "weights": [randn(3, 3, 4, 5), randn(1, 5)]},
+        {"type": "softmaxloss"}]})
+    x = randn(7, 6, 3, 2)
+    snet.layers[-1]["class"] = np.array([1, 5])
+    res = vl_simplenn(snet, x, None, None, mode="test")
+    expected = vl_nnsoftmax(res[5].x)
+    net = cnn_imagenet_deploy(snet)
+    assert [l.type for l in net.layers] == ["conv", "relu", "conv", "softmax"]
+    res = vl_simplenn(net, x)
+    close(res[-1].x, expected, rtol=1e-4, atol=1e-5)
