@@ -1190,3 +1190,92 @@ def test_cnn_imagenet_deploy_simplenn_merges_batch_norm():
     assert [l.type for l in net.layers] == ["conv", "relu", "conv", "softmax"]
     res = vl_simplenn(net, x)
     close(res[-1].x, expected, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# examples/mnist/cnn_mnist_init.m and cnn_mnist.m, networkType 'dagnn'
+
+def _tiny_lenet():
+    return vl_simplenn_tidy({"layers": [
+        {"type": "conv", "weights": [0.1 * randn(5, 5, 1, 6), np.zeros((1, 6), np.float32)],
+         "stride": 1, "pad": 0},
+        {"type": "pool", "method": "max", "pool": [2, 2], "stride": 2, "pad": 0},
+        {"type": "conv", "weights": [0.1 * randn(4, 4, 6, 10), np.zeros((1, 10), np.float32)],
+         "stride": 1, "pad": 0},
+        {"type": "softmaxloss"}],
+        "meta": {"inputSize": [12, 12, 1],
+                 "trainOpts": {"learningRate": 0.001, "numEpochs": 2, "batchSize": 10}}})
+
+
+def test_cnn_mnist_dagnn_network_type_trains_with_matlab_call_form(tmp_path):
+    net = _tiny_lenet()
+    # net = dagnn.DagNN.fromSimpleNN(net, 'canonicalNames', true) ;
+    net = dagnn.DagNN.fromSimpleNN(net, "canonicalNames", True)
+    # net.addLayer('top1err', dagnn.Loss('loss', 'classerror'), {'prediction', 'label'}, 'error') ;
+    net.addLayer("top1err", dagnn.Loss("loss", "classerror"), ["prediction", "label"], "error")
+    # net.addLayer('top5err', dagnn.Loss('loss', 'topkerror', 'opts', {'topk', 5}), ...
+    #   {'prediction', 'label'}, 'top5err') ;
+    net.addLayer("top5err", dagnn.Loss("loss", "topkerror", "opts", ["topk", 5]),
+                 ["prediction", "label"], "top5err")
+
+    imdb = struct({"images": {"data": randn(12, 12, 1, 40),
+                              "labels": RNG.integers(1, 11, (1, 40)).astype(np.float32),
+                              "set": np.array([1] * 30 + [3] * 10)}})
+    opts = struct({"expDir": str(tmp_path), "train": struct({"gpus": []})})
+
+    # function inputs = getDagNNBatch(opts, imdb, batch)
+    def getDagNNBatch(opts, imdb, batch):
+        # images = imdb.images.data(:,:,:,batch) ;
+        images = imdb.images.data[:, :, :, batch]
+        # labels = imdb.images.labels(1,batch) ;
+        labels = imdb.images.labels[0, batch]
+        # inputs = {'input', images, 'label', labels} ;
+        return ["input", images, "label", labels]
+
+    # bopts = struct('numGpus', numel(opts.train.gpus)) ;
+    bopts = struct({"numGpus": len(opts.train.gpus)})
+    # fn = @(x,y) getDagNNBatch(bopts,x,y) ;
+    fn = lambda x, y: getDagNNBatch(bopts, x, y)  # noqa: E731
+    # trainfn = @cnn_train_dag ;
+    trainfn = dagnn.cnn_train_dag
+    # [net, info] = trainfn(net, imdb, getBatch(opts), 'expDir', opts.expDir, ...
+    #   net.meta.trainOpts, opts.train, 'val', find(imdb.images.set == 3)) ;
+    net, info = trainfn(net, imdb, fn, "expDir", opts.expDir, net.meta.trainOpts, opts.train,
+                        "val", np.flatnonzero(imdb.images.set == 3), "plotStatistics", False)
+    assert len(info.val.objective) == 2 and len(info.train.objective) == 2
+
+    # the last validation statistics from the trained parameters, by hand
+    P = {p.name: p.value for p in net.params}
+    val = np.flatnonzero(imdb.images.set == 3)
+    x, c = imdb.images.data[:, :, :, val], imdb.images.labels[0, val]
+    # (unnamed SimpleNN layers are named layer1, layer2, ... by fromSimpleNN)
+    pred = vl_nnconv(vl_nnpool(vl_nnconv(x, P["layer1f"], P["layer1b"]), [2, 2], stride=2),
+                     P["layer3f"], P["layer3b"])
+    # dagnn.Loss averages vl_nnloss's per-image mean ('normalise') over the images
+    assert info.val.objective[-1] == pytest.approx(float(vl_nnloss(pred, c)), rel=1e-5)
+    assert info.val.error[-1] == pytest.approx(float(vl_nnloss(pred, c, loss="classerror")),
+                                               rel=1e-6)
+    assert info.val.top5err[-1] == pytest.approx(
+        float(vl_nnloss(pred, c, loss="topkerror", topK=5)), rel=1e-6)
+    assert 0 <= info.val.top5err[-1] <= info.val.error[-1] <= 1
+
+
+def test_cnn_train_takes_option_structs_among_the_pairs(tmp_path):
+    """cnn_mnist.m's simplenn branch: trainfn = @cnn_train, the same call form."""
+    from simplenn import cnn_train
+    net = _tiny_lenet()
+    imdb = struct({"images": {"data": randn(12, 12, 1, 20),
+                              "labels": RNG.integers(1, 11, (1, 20)).astype(np.float32),
+                              "set": np.array([1] * 10 + [3] * 10)}})
+
+    def getSimpleNNBatch(imdb, batch):
+        return imdb.images.data[:, :, :, batch], imdb.images.labels[0, batch]
+
+    net, info = cnn_train(net, imdb, getSimpleNNBatch, "expDir", str(tmp_path),
+                          net.meta.trainOpts, struct({"gpus": [], "numEpochs": 1}),
+                          "val", np.flatnonzero(imdb.images.set == 3), "plotStatistics", False)
+    assert len(info.train.objective) == 1  # opts.train's numEpochs overrode trainOpts'
+    # an unknown field in a struct is named like an unknown pair
+    with pytest.raises(TypeError, match="unknown option 'numEpoch'"):
+        cnn_train(net, imdb, getSimpleNNBatch, "expDir", str(tmp_path),
+                  struct({"numEpoch": 1}))
