@@ -350,6 +350,8 @@ def test_quick_dagnn_classifies_an_image(tmp_path):
     close(scores, expected)
     assert scores.shape == (5,)
     assert title == "class %d (%d), score %.3f" % (best, best, expected[best - 1])
+    # cnn_imagenet_googlenet.m: scores = squeeze(gather(net.vars(end).value)) ;
+    close(np.squeeze(net.vars[-1].value), expected)
     # twice: test mode is deterministic
     net.eval(["data", im_])
     close(np.squeeze(net.vars[net.getVarIndex("prob")].value), expected)
