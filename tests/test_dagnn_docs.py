@@ -934,6 +934,16 @@ def test_stn_init_identity_transform_forward_and_backward():
 
     # a transform away from the identity, as after some training
     nn.params[nn.getParamIndex("lof")].value = 0.01 * randn(1, 1, 50, 6)
+    # (off the identity also where the localisation net outputs zeros: sampling
+    # exactly at the pixels, the sampler's derivative in the grid has a kink)
+    nn.params[nn.getParamIndex("lob")].value = nn.params[nn.getParamIndex("lob")].value + \
+        np.float32([-0.07, 0.03, -0.02, 0.05, 0.013, -0.011]).reshape(
+            nn.params[nn.getParamIndex("lob")].value.shape)
+    # the derivatives in float64: in float32 the transformer's sums over the
+    # 3600 grid points cancel to a few digits
+    for p in nn.params:
+        p.value = p.value.astype(np.float64)
+    x = x.astype(np.float64)
     nn.eval(["input", x, "label", label], ["objective", 1])
     P = {p.name: p.value for p in nn.params}
 
@@ -1281,3 +1291,229 @@ def test_cnn_train_takes_option_structs_among_the_pairs(tmp_path):
     with pytest.raises(TypeError, match="unknown option 'numEpoch'"):
         cnn_train(net, imdb, getSimpleNNBatch, "expDir", str(tmp_path),
                   struct({"numEpoch": 1}))
+
+
+# ---------------------------------------------------------------------------
+# examples/imagenet/cnn_imagenet_init_inception.m: its helpers (nested
+# functions sharing `net` and `stack`) line by line, on a reduced Inception
+
+def cnn_imagenet_init_inception_reduced(*varargin):
+    # opts.scale = 1 ; opts.initBias = 0.1 ; opts.weightDecay = 1 ;
+    # opts.cudnnWorkspaceLimit = 1024*1024*1204 ; % 1GB
+    opts = struct({"scale": 1, "initBias": 0.1, "weightDecay": 1,
+                   "cudnnWorkspaceLimit": 1024 * 1024 * 1204})
+    # opts = vl_argparse(opts, varargin) ;
+    opts = vl_argparse(opts, varargin)
+    # net = dagnn.DagNN() ;
+    net = dagnn.DagNN()
+    # net.meta.inputSize = [299 299 3 1] ;   (reduced)
+    net.meta.inputSize = [23, 23, 3, 1]
+    # net.meta.normalization.imageSize = net.meta.inputSize(1:3) ;
+    # PORT: `normalization` must exist before its field is set
+    net.meta.normalization = struct({"imageSize": net.meta.inputSize[:3]})
+    # stack = {} ;
+    stack = []
+
+    def dup():
+        # stack{end+1} = stack{end} ;
+        stack.append(stack[-1])
+
+    def swap():
+        # stack([end-1 end]) = stack([end end-1]) ;
+        stack[-2], stack[-1] = stack[-1], stack[-2]
+
+    def Conv(name, ksize, out, *varargin):
+        # copts.stride = [1 1] ;
+        # copts.pad = (ksize-1)/2 ;   (PORT: ksize may be [1 7]: an array for the arithmetic)
+        copts = {"stride": [1, 1], "pad": (np.asarray(ksize) - 1) / 2}
+        copts = vl_argparse(copts, varargin)
+        # if isempty(stack)
+        if not stack:
+            inputVar = "input"
+            in_ = 3
+        else:
+            # prev = stack{end} ; stack(end) = [] ;
+            prev = stack.pop()
+            i = net.getLayerIndex(prev)
+            inputVar = net.layers[i].outputs[0]
+            # sizes = net.getVarSizes({'input', net.meta.inputSize}) ;
+            sizes = net.getVarSizes(["input", net.meta.inputSize])
+            j = net.getVarIndex(inputVar)
+            # in = sizes{j}(3) ;
+            in_ = sizes[j][2]
+        # if numel(ksize) == 1, ksize = [ksize ksize] ; end
+        if np.size(ksize) == 1:
+            ksize = [ksize, ksize]
+        # net.addLayer(name, dagnn.Conv('size', [ksize in out], 'stride', copts.stride, ...
+        #   'pad', copts.pad, 'opts', {'cudnnworkspacelimit', opts.cudnnWorkspaceLimit}), ...
+        #   inputVar, [name '_conv'], {[name '_f'], [name '_b']}) ;
+        net.addLayer(name, dagnn.Conv("size", [*ksize, in_, out], "stride", copts["stride"],
+                                      "pad", copts["pad"],
+                                      "opts", ["cudnnworkspacelimit", opts.cudnnWorkspaceLimit]),
+                     inputVar, name + "_conv", [name + "_f", name + "_b"])
+        net.addLayer(name + "_bn", dagnn.BatchNorm("numChannels", out), name + "_conv",
+                     name + "_bn", [name + "_bn_w", name + "_bn_b", name + "_bn_m"])
+        net.addLayer(name + "_relu", dagnn.ReLU(), name + "_bn", name)
+        # stack{end+1} = [name '_relu'] ;
+        stack.append(name + "_relu")
+
+    def Pool(name, ksize, *varargin):
+        copts = {"stride": [1, 1], "pad": (np.asarray(ksize) - 1) / 2, "method": "max"}
+        copts = vl_argparse(copts, varargin)
+        prev = stack.pop()
+        i = net.getLayerIndex(prev)
+        inputVar = net.layers[i].outputs[0]
+        if np.size(ksize) == 1:
+            ksize = [ksize, ksize]
+        net.addLayer(name, dagnn.Pooling("poolSize", ksize, "method", copts["method"],
+                                         "stride", copts["stride"], "pad", copts["pad"]),
+                     inputVar, name + "_pool")
+        stack.append(name)
+
+    def Concat(name, num):
+        inputVars = []
+        # for layer = stack(end-num+1:end)
+        for layer in stack[-num:]:
+            i = net.getLayerIndex(layer)
+            inputVars.append(net.layers[i].outputs[0])
+        # stack(end-num+1:end) = [] ;
+        del stack[-num:]
+        net.addLayer(name, dagnn.Concat(), inputVars, name)
+        stack.append(name)
+
+    def Pred(name, out, *varargin):
+        prev = stack.pop()
+        i = net.getLayerIndex(prev)
+        inputVar = net.layers[i].outputs[0]
+        sizes = net.getVarSizes(["input", net.meta.inputSize])
+        j = net.getVarIndex(inputVar)
+        in_ = sizes[j][2]
+        net.addLayer(name + "_dropout", dagnn.DropOut("rate", 0.2), inputVar, name + "_dropout")
+        net.addLayer(name, dagnn.Conv("size", [1, 1, in_, out]), name + "_dropout", name,
+                     [name + "_f", name + "_b"])
+        net.addLayer(name + "_loss", dagnn.Loss("loss", "softmaxlog"), [name, "label"],
+                     name + "_loss")
+        net.addLayer(name + "_top1error", dagnn.Loss("loss", "classerror"), [name, "label"],
+                     name + "_top1error")
+        net.addLayer(name + "_top5error", dagnn.Loss("loss", "topkerror", "opts", ["topK", 5]),
+                     [name, "label"], name + "_top5error")
+
+    # Conv('conv', 3, 32, 'stride', 2, 'pad', 0) ;   (reduced widths from here on)
+    Conv("conv", 3, 4, "stride", 2, "pad", 0)
+    # Pool('pool', 3, 'stride', 2, 'pad', 0) ;
+    Pool("pool", 3, "stride", 2, "pad", 0)
+    # an inception5 block
+    pfx = "inception5_%d" % 1
+    dup()
+    Conv(pfx + "_a1", 1, 3)
+    swap()
+    dup()
+    Conv(pfx + "_b1", 1, 2)
+    Conv(pfx + "_b2", 3, 3)
+    swap()
+    Pool(pfx + "_d1", 3, "method", "avg")
+    Conv(pfx + "_d2", 1, 2)
+    Concat(pfx, 3)
+    # an inception6 block's factorised convolutions
+    pfx = "inception6_%d" % 1
+    dup()
+    Conv(pfx + "_a1", 1, 2)
+    swap()
+    Conv(pfx + "_b1", 1, 2)
+    Conv(pfx + "_b2", [1, 3], 3)
+    Conv(pfx + "_b3", [3, 1], 2)
+    Concat(pfx, 2)
+    # Pool('pool_2', 8, 'method', 'avg', 'pad', 0) ;   (this input: 5 x 5)
+    Pool("pool_2", 5, "method", "avg", "pad", 0)
+    # Pred('prediction', 1000) ;
+    Pred("prediction", 6)
+    # net.meta.trainOpts.numEpochs = numel(lr) ;  -- `lr` is undefined in
+    # MatConvNet's script (an error there); not ported
+    net.initParams()
+    return net
+
+
+def _check_against_numerical(f, x, analytic, rel=1e-5):
+    from _checks import check_derivative
+    check_derivative(f, x, analytic, np.array(1.0), rtol=rel, atol=1e-8)
+
+
+def test_inception_helpers_build_a_net_that_matches_the_blocks():
+    from vlnn import vl_nnbnorm
+    net = cnn_imagenet_init_inception_reduced("cudnnWorkspaceLimit", 1024)
+    conv = net.layers[net.getLayerIndex("inception6_1_b2")].block
+    assert list(conv.pad) == [0, 0, 1, 1] and list(conv.size) == [1, 3, 2, 3]
+    assert list(conv.opts) == ["cudnnworkspacelimit", 1024]
+    assert list(net.getOutputs()) == ["prediction_loss", "prediction_top1error",
+                                      "prediction_top5error"]
+    # float64 throughout for the derivative checks
+    for p in net.params:
+        p.value = p.value.astype(np.float64) + 0.1 * RNG.standard_normal(p.value.shape)
+    x = RNG.standard_normal((23, 23, 3, 2))
+    label = np.array([2, 6])
+    P = {p.name: p.value for p in net.params}
+    for p in net.params:  # learnt moments, positive deviations
+        if p.name.endswith("_bn_m"):
+            p.value[:, 1] = 0.5 + np.abs(p.value[:, 1])
+    state = {"test": True, "mask": None}
+
+    def cbr(a, name, stride=1, pad=None):
+        ks = P[name + "_f"].shape[:2]
+        pad = [(ks[0] - 1) // 2, (ks[0] - 1) // 2, (ks[1] - 1) // 2, (ks[1] - 1) // 2] \
+            if pad is None else pad
+        y = vl_nnconv(a, P[name + "_f"], P[name + "_b"], stride=stride, pad=pad)
+        if state["test"]:
+            y = vl_nnbnorm(y, P[name + "_bn_w"], P[name + "_bn_b"], moments=P[name + "_bn_m"])
+        else:  # dagnn.BatchNorm's epsilon
+            y = vl_nnbnorm(y, P[name + "_bn_w"], P[name + "_bn_b"], epsilon=1e-5)
+        return vl_nnrelu(y)
+
+    def forward(x):
+        a = cbr(x, "conv", stride=2, pad=0)
+        a = vl_nnpool(a, 3, stride=2, pad=0)
+        b = np.concatenate([cbr(a, "inception5_1_a1"),
+                            cbr(cbr(a, "inception5_1_b1"), "inception5_1_b2"),
+                            cbr(vl_nnpool(a, 3, method="avg", pad=1), "inception5_1_d2")], axis=2)
+        c = np.concatenate([cbr(b, "inception6_1_a1"),
+                            cbr(cbr(cbr(b, "inception6_1_b1"), "inception6_1_b2"),
+                                "inception6_1_b3")], axis=2)
+        d = vl_nnpool(c, 5, method="avg", pad=0)
+        if state["mask"] is not None:
+            d = d * state["mask"]
+        return vl_nnconv(d, P["prediction_f"], P["prediction_b"])
+
+    # test mode: no dropout, batch normalisation with the learnt moments
+    net.mode = "test"
+    net.eval(["input", x, "label", label])
+    pred = forward(x)
+    close(net.vars[net.getVarIndex("prediction_loss")].value, vl_nnloss(pred, label), rtol=1e-10)
+    close(net.vars[net.getVarIndex("prediction_top1error")].value,
+          vl_nnloss(pred, label, loss="classerror"))
+    close(net.vars[net.getVarIndex("prediction_top5error")].value,
+          vl_nnloss(pred, label, loss="topkerror", topK=5))
+
+    # training mode: batch statistics and a dropout mask; derivatives (as
+    # MatConvNet, the backward always differentiates the batch statistics)
+    net.mode = "normal"
+    net.conserveMemory = False
+    net.eval(["input", x, "label", label], ["prediction_loss", 1])
+    state["test"] = False
+    state["mask"] = net.layers[net.getLayerIndex("prediction_dropout")].block.mask
+    assert state["mask"] is not None
+    close(net.vars[net.getVarIndex("prediction_loss")].value, vl_nnloss(forward(x), label),
+          rtol=1e-10)
+
+    def objective_of_input(x_):
+        return vl_nnloss(forward(x_), label)
+    _check_against_numerical(objective_of_input, x, net.vars[net.getVarIndex("input")].der)
+    for name in ("conv_f", "inception5_1_b2_f", "inception6_1_b2_bn_w", "prediction_f"):
+        i = net.getParamIndex(name)
+        original = P[name]
+
+        def objective_of_param(w):
+            P[name] = w
+            try:
+                return vl_nnloss(forward(x), label)
+            finally:
+                P[name] = original
+        _check_against_numerical(objective_of_param, original, net.params[i].der)
