@@ -54,7 +54,13 @@ def _names(value, what):
     if isinstance(value, np.ndarray):
         value = list(value.ravel(order="F"))
     if not isinstance(value, (list, tuple)):
-        raise TypeError(f"{what} must be a name or a list of names, got {type(value).__name__}")
+        hint = ""
+        if isinstance(value, (set, frozenset, dict)):
+            # MATLAB's cell {'a', 'b'} copied as is is a Python set (unordered)
+            # and {} an empty dict
+            hint = " (MATLAB's cell {'a', 'b'} is the list ['a', 'b'] in Python, {} is [])"
+        raise TypeError(f"{what} must be a name or a list of names, got "
+                        f"{type(value).__name__}{hint}")
     out = []
     for item in value:
         if not isinstance(item, str) or not item:

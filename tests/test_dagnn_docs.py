@@ -1517,3 +1517,17 @@ def test_inception_helpers_build_a_net_that_matches_the_blocks():
             finally:
                 P[name] = original
         _check_against_numerical(objective_of_param, original, net.params[i].der)
+
+
+def test_matlab_cells_copied_with_braces_get_a_hint():
+    """wrappers.md's addLayer lines with MATLAB's braces left in: a Python set
+    (unordered: the parameters' order would be lost) or an empty dict."""
+    net = dagnn.DagNN()
+    hint = r"\(MATLAB's cell \{'a', 'b'\} is the list \['a', 'b'\] in Python, \{\} is \[\]\)"
+    with pytest.raises(TypeError, match="inputs of layer 'conv1' must be a name or a list of "
+                                        "names, got set " + hint):
+        net.addLayer("conv1", dagnn.Conv("size", [3, 3, 256, 16], "hasBias", True), {"x1"},
+                     {"x2"}, {"filters", "biases"})
+    with pytest.raises(TypeError, match="params of layer 'relu1' .* got dict " + hint):
+        net.addLayer("relu1", dagnn.ReLU(), ["x2"], ["x3"], {})
+    assert len(net.layers) == 0
