@@ -1531,3 +1531,51 @@ def test_matlab_cells_copied_with_braces_get_a_hint():
     with pytest.raises(TypeError, match="params of layer 'relu1' .* got dict " + hint):
         net.addLayer("relu1", dagnn.ReLU(), ["x2"], ["x3"], {})
     assert len(net.layers) == 0
+
+
+def test_fast_rcnn_train_cnn_train_dag_with_the_opts_train_struct(tmp_path):
+    """fast_rcnn_train.m: cnn_train_dag(net, imdb, @(i,b) getBatch(bopts,i,b), opts.train)."""
+    path = str(tmp_path / "imagenet-vgg-verydeep-16.mat")
+    _tiny_vgg(path)
+    net = fast_rcnn_init("modelPath", path)
+    batches = [_frcnn_batch() for _ in range(4)]
+    imdb = struct({"images": {"set": np.array([1, 1, 3, 3])}})
+    # opts.train.gpus = [] ; opts.train.batchSize = 2 ; ... (1 epoch here)
+    opts = struct({"train": struct({
+        "gpus": [], "batchSize": 2, "numSubBatches": 1, "continue": True, "prefetch": False,
+        "learningRate": 1e-3 * np.ones(1), "weightDecay": 0.0005, "numEpochs": 1,
+        "derOutputs": ["losscls", 1, "lossbbox", 1], "expDir": str(tmp_path),
+        "plotStatistics": False,
+        "val": np.flatnonzero(imdb.images.set == 3)})})
+    averageImage = net.meta.normalization.averageImage.astype(np.float32)
+
+    def getBatch(opts, imdb, batch):
+        # images, rois with their image's index in the batch, labels, targets, weights
+        ims, rois, labels, targets, weights = [], [], [], [], []
+        for k, b in enumerate(batch):
+            im, r, c, t, w = batches[b]
+            ims.append(im - averageImage)
+            r = r.copy()
+            r[0, :] = k + 1
+            rois.append(r)
+            labels.append(c)
+            targets.append(t)
+            weights.append(w)
+        return ["input", np.stack(ims, axis=3), "label", np.concatenate(labels),
+                "rois", np.concatenate(rois, axis=1), "targets", np.concatenate(targets, axis=3),
+                "instance_weights", np.concatenate(weights, axis=3)]
+
+    bopts = struct({})
+    # [net,info] = cnn_train_dag(net, imdb, @(i,b) getBatch(bopts,i,b), opts.train) ;
+    net, info = dagnn.cnn_train_dag(net, imdb, lambda i, b: getBatch(bopts, i, b), opts.train)
+    assert len(info.train.losscls) == 1 and len(info.val.lossbbox) == 1
+
+    # validation (test mode) from the trained parameters, by hand
+    inputs = dict(zip(*[iter(getBatch(bopts, imdb, [2, 3]))] * 2))
+    v, _ = _frcnn_by_hand(net, inputs["input"], inputs["rois"])
+    assert info.val.losscls[-1] == pytest.approx(float(vl_nnloss(v["predcls"], inputs["label"])),
+                                                 rel=1e-4)
+    w, delta = inputs["instance_weights"], v["predbbox"] - inputs["targets"]
+    y = np.sum(w * np.where(np.abs(delta) > 1, np.abs(delta) - 0.5, 0.5 * delta ** 2)) / 6
+    # LossSmoothL1 averages over the instance weights' sum (6 ROIs)
+    assert info.val.lossbbox[-1] == pytest.approx(6 * y / (w.sum() + 1e-9), rel=1e-4)
