@@ -53,7 +53,13 @@ def _names(value, what):
     if isinstance(value, np.ndarray):
         value = list(value.ravel(order="F"))
     if not isinstance(value, (list, tuple)):
-        raise TypeError(f"{what} must be a name or a list of names, got {type(value).__name__}")
+        hint = ""
+        if isinstance(value, (set, frozenset, dict)):
+            # MATLAB's cell {'a', 'b'} copied as is is a Python set (unordered)
+            # and {} an empty dict
+            hint = " (MATLAB's cell {'a', 'b'} is the list ['a', 'b'] in Python, {} is [])"
+        raise TypeError(f"{what} must be a name or a list of names, got "
+                        f"{type(value).__name__}{hint}")
     out = []
     for item in value:
         if not isinstance(item, str) or not item:
@@ -84,6 +90,15 @@ def _pairs(values, what):
         if not isinstance(name, str):
             raise TypeError(f"{what}: a variable name must be a string, got {name!r}")
     return items
+
+
+def _note_layer(error, layer, direction):
+    """Name the layer an error of ``eval`` came from (MATLAB's stack shows
+    the block's method; the Python traceback alone does not say which layer)."""
+    if hasattr(error, "add_note"):  # Python 3.11+
+        inputs = ", ".join(layer.inputs)
+        error.add_note(f"in DagNN.eval, {direction} of layer '{layer.name}' "
+                       f"({layer.block.type_name()}, inputs: {inputs or 'none'})")
 
 
 def _number(x):
@@ -677,6 +692,12 @@ class DagNN:
         saved.meta = _copy.deepcopy(saved.meta)
         return DagNN.loadobj(saved)
 
+    def __copy__(self):
+        """``copy.copy(net)`` is :meth:`copy`, as MATLAB's ``copy(net)`` (a
+        shallow copy would share the layers, variables and blocks with the
+        original, so evaluating it would write into the original)."""
+        return self.copy()
+
     def eval(self, inputs, derOutputs=None, *args, **opts):
         """Evaluate the network forward, and backward when ``derOutputs`` is given.
 
@@ -750,7 +771,11 @@ class DagNN:
         for l in order:
             layer = layers[l]
             start = clock()
-            layer.block.forwardAdvanced(layer)
+            try:
+                layer.block.forwardAdvanced(layer)
+            except Exception as error:
+                _note_layer(error, layer, "forward")
+                raise
             layer.forwardTime = clock() - start
 
         if not derivative:
@@ -763,7 +788,11 @@ class DagNN:
         for l in reversed(order):
             layer = layers[l]
             start = clock()
-            layer.block.backwardAdvanced(layer)
+            try:
+                layer.block.backwardAdvanced(layer)
+            except Exception as error:
+                _note_layer(error, layer, "backward")
+                raise
             layer.backwardTime = clock() - start
 
     # ------------------------------------------------------------------

@@ -52,9 +52,27 @@ _FLAGS = ("continue", "prefetch", "saveSolverState", "nesterovUpdate", "profile"
           "conserveMemory", "sync", "cudnn", "plotDiagnostics", "plotStatistics", "verbose")
 
 
+def _expand_structs(args):
+    """``'name', value`` pairs with the fields of any mapping standing where a
+    name would (MatConvNet's trainers call ``vl_argparse``, which takes
+    ``cnn_train(net, imdb, getBatch, 'expDir', d, net.meta.trainOpts,
+    opts.train)``)."""
+    args, out, i = list(args), [], 0
+    while i < len(args):
+        if isinstance(args[i], Mapping):
+            for name, value in args[i].items():
+                out += [name, value]
+            i += 1
+        else:
+            out += args[i:i + 2]
+            i += 2
+    return out
+
+
 def parse_training_options(fname, args, opts, defaults):
-    """Parse and check a trainer's options (``defaults``: its full table)."""
-    o = Struct(parse_options(fname, args, opts, defaults))
+    """Parse and check a trainer's options (``defaults``: its full table);
+    ``args`` are pairs, mappings of options, or a mix of both."""
+    o = Struct(parse_options(fname, _expand_structs(args), opts, defaults))
     o.batchSize = as_int(o.batchSize, fname, "batchSize", minimum=1)
     o.numSubBatches = as_int(o.numSubBatches, fname, "numSubBatches", minimum=1)
     o.numEpochs = as_int(o.numEpochs, fname, "numEpochs", minimum=0)
