@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from simplenn.matfile import MatCell, MatStruct
+from simplenn.matfile import MatCell, MatStruct, from_loadmat
 from simplenn.naming import layer_label
 from simplenn.struct import Struct
 from vlnn._backend import get_array_module, gpu_module
@@ -1071,8 +1071,12 @@ class DagNN:
 
         ``s`` is what :meth:`saveobj` returns (a mapping with ``layers``,
         ``params``, ``vars``, ``meta``; also as read from a .mat file by
-        :func:`simplenn.matfile.read_mat`), a path to a .mat file (read as
-        :func:`dagnn.load_net` does), or a DagNN (returned as is).  A SimpleNN network (its ``layers`` are not
+        :func:`simplenn.matfile.read_mat` or by :func:`scipy.io.loadmat`
+        with its default options, so MATLAB's
+        ``dagnn.DagNN.loadobj(load(file))`` ports as
+        ``DagNN.loadobj(scipy.io.loadmat(file))``), a path to a .mat file
+        (read as :func:`dagnn.load_net` does, with the checks for untrusted
+        files), or a DagNN (returned as is).  A SimpleNN network (its ``layers`` are not
         DagNN layer records) is converted with :meth:`fromSimpleNN` and a
         warning, as in MatConvNet.  Each layer's block is built from its
         ``type`` (``'dagnn.Conv'`` -> :class:`dagnn.Conv`) and saved
@@ -1110,10 +1114,12 @@ class DagNN:
             else:
                 s = saved_form(s, "DagNN.loadobj")
             return DagNN.loadobj(s)
+        if isinstance(layers, np.ndarray) and (layers.dtype.names or layers.dtype == object):
+            # scipy.io.loadmat's output, as MATLAB's loadobj(load(file))
+            return DagNN.loadobj(from_loadmat(s, "DagNN.loadobj"))
         if isinstance(layers, np.ndarray):
-            raise TypeError("DagNN.loadobj: the layers are a raw numpy array (scipy.io.loadmat's "
-                            "output?); pass the file's path instead: DagNN.loadobj(path) or "
-                            "dagnn.load_net(path)")
+            raise TypeError(f"DagNN.loadobj: 'layers' is a numeric array ({layers.dtype}, shape "
+                            f"{layers.shape}), not layer records")
         if isinstance(layers, Mapping):
             layers = [layers]
         layers = list(layers or [])

@@ -35,7 +35,7 @@ from vlnn._backend import to_host
 from .struct import Struct
 
 __all__ = ["MatStruct", "MatCell", "MatOpaque", "MatFileError", "MatlabFunctionHandle",
-           "read_mat", "to_python", "to_mat", "cell", "struct_value", "host", "number",
+           "read_mat", "from_loadmat", "to_python", "to_mat", "cell", "struct_value", "host", "number",
            "is_empty", "is_scalar", "is_number", "write_mat", "MAX_DEPTH"]
 
 # --------------------------------------------------------------------------
@@ -188,6 +188,21 @@ def _from_scipy(value):
     if value.dtype.kind not in "biufc":
         raise MatFileError(f"unsupported MATLAB data of dtype {value.dtype}")
     return np.asarray(value)
+
+
+def from_loadmat(variables, where="the variables"):
+    """The variables returned by :func:`scipy.io.loadmat` (called with its
+    default ``squeeze_me=False`` and ``struct_as_record=True``) as the
+    MATLAB values :func:`read_mat` gives, so that code written as
+    MATLAB's ``s = load(file)`` (``s = scipy.io.loadmat(file)``) can hand
+    ``s`` on.  scipy's own ``__header__``-style entries are dropped.  The
+    arrays were already allocated by scipy: prefer :func:`read_mat` for
+    files from untrusted sources."""
+    try:
+        return {name: _from_scipy(value) for name, value in variables.items()
+                if not (isinstance(name, str) and name.startswith("__"))}
+    except MatFileError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def _describe_function(handle):

@@ -222,15 +222,20 @@ def test_wrappers_dagnn_saveobj_loadobj(tmp_path):
     close(net2.vars[net2.getVarIndex("x3")].value, before, rtol=1e-6, atol=1e-6)
 
 
-def test_wrappers_dagnn_raw_loadmat_output_gets_a_clear_message(tmp_path):
+def test_wrappers_dagnn_loadobj_of_scipy_loadmat(tmp_path):
     scipy_io = pytest.importorskip("scipy.io")
     net = _wrappers_net()
     net.initParams()
     path = str(tmp_path / "myfile.mat")
     dagnn.save_net(path, net)
     # net = dagnn.DagNN.loadobj(load('myfile.mat')) with scipy's loadmat as `load`
-    with pytest.raises(TypeError, match="pass the file's path instead"):
-        dagnn.DagNN.loadobj(scipy_io.loadmat(path))
+    net2 = dagnn.DagNN.loadobj(scipy_io.loadmat(path))
+    x = np.random.default_rng(0).standard_normal((5, 5, 256, 2)).astype(np.float32)
+    net.eval(["x1", x])
+    net2.eval(["x1", x])
+    np.testing.assert_array_equal(net2.vars[net2.getVarIndex("x3")].value,
+                                  net.vars[net.getVarIndex("x3")].value)
+    assert [p.name for p in net2.params] == [p.name for p in net.params]
 
 
 # ---------------------------------------------------------------------------

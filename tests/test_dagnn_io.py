@@ -385,5 +385,9 @@ def test_loadobj_takes_the_variables_of_a_file(tmp_path):
     simple = simplenn.save_net(tmp_path / "simple.mat", simplenn.load_net(CIFAR))
     with pytest.warns(UserWarning, match="fromSimpleNN"):
         assert len(DagNN.loadobj(read_mat(simple)).layers) == 13
-    with pytest.raises(TypeError, match=r"pass the file's path instead"):
-        DagNN.loadobj(scipy.io.loadmat(path))
+    # scipy.io.loadmat's output, as MATLAB's loadobj(load(file))
+    assert_same_net(net, DagNN.loadobj(scipy.io.loadmat(path)))
+    with pytest.warns(UserWarning, match="fromSimpleNN"):
+        assert len(DagNN.loadobj(scipy.io.loadmat(simple)).layers) == 13
+    with pytest.raises(TypeError, match=r"'layers' is a numeric array"):
+        DagNN.loadobj({"layers": np.zeros((2, 2))})
