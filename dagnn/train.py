@@ -14,6 +14,7 @@ import numpy as np
 
 from simplenn import matfile
 from simplenn.struct import Struct
+from simplenn.training.checkpoints import solver_states
 from simplenn.training import (COMMON_OPTIONS, ParamSlot, Trainer, get_communicator,
                                image_subset, parse_training_options, per_statistic,
                                stats_from_variable, stats_variable)
@@ -287,21 +288,8 @@ def _solver_states(saved, count, path):
     numbers as a numeric array, and a 1 x 1 cell as its item)."""
     if saved is None or (isinstance(saved, list) and not saved):
         return []
-    if isinstance(saved, list) and len(saved) == count:
-        values = saved
-    elif count == 1 and not isinstance(saved, list):
-        values = [saved]
-    elif isinstance(saved, np.ndarray) and saved.dtype.kind == "f" and saved.size == count:
-        values = [float(v) for v in saved.ravel(order="F")]
-    else:
+    values = solver_states(saved, count, path)
+    if values is None:
         raise ValueError(f"{path}: state.solverState does not match the {count} parameters")
-    out = []
-    for value in values:
-        if isinstance(value, Mapping):
-            value = Struct({k: np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v
-                            for k, v in value.items()})
-        elif isinstance(value, np.ndarray):
-            value = np.ascontiguousarray(value)
-        out.append(value)
-    return out
+    return values
 

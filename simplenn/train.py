@@ -26,6 +26,7 @@ from .move import vl_simplenn_move
 from .simplenn import vl_simplenn
 from .struct import Struct
 from .tidy import vl_simplenn_tidy
+from .training.checkpoints import solver_states
 from .training import (COMMON_OPTIONS, ParamSlot, Printer, Trainer, figure_tools,
                        get_communicator, image_subset, parse_training_options,
                        per_statistic, save_figure, stats_from_variable, stats_variable,
@@ -652,23 +653,12 @@ def _solver_states(saved, layers, path):
         if count == 0:
             states.append([])
             continue
-        if isinstance(item, list) and len(item) == count:
-            values = item
-        elif count == 1 and not isinstance(item, list):
-            values = [item]
-        elif isinstance(item, np.ndarray) and item.dtype.kind == "f" and item.size == count:
-            values = [float(v) for v in item.ravel(order="F")]
-        else:
+        values = solver_states(item, count, path)
+        if values is None:
             raise ValueError(f"{path}: state.solverState of layer '{layer.get('name')}' does "
                              f"not match its {count} weights")
-        states.append([_state_value(v) for v in values])
+        states.append(values)
     return states
-
-
-def _state_value(value):
-    if isinstance(value, Mapping):
-        return Struct({k: _c_order(v) for k, v in value.items()})
-    return _c_order(value)
 
 
 # --------------------------------------------------------------------------

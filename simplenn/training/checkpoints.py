@@ -20,7 +20,8 @@ from .. import matfile
 from ..struct import Struct
 
 __all__ = ["checkpoint_path", "last_checkpoint", "resume", "write_checkpoint",
-           "remove_stale_temporaries", "stats_variable", "stats_from_variable"]
+           "remove_stale_temporaries", "stats_variable", "stats_from_variable",
+           "solver_states"]
 
 _CHECKPOINT = re.compile(r"net-epoch-(\d+)\.mat")
 # write_mat's temporaries: ".net-epoch-N.mat.<random>.tmp"
@@ -128,3 +129,27 @@ def _epoch_records(value):
                            if isinstance(v, (int, float, np.number)) else v
                            for name, v in record.items()}))
     return out
+
+
+def solver_states(saved, count, where):
+    """``count`` solver states (one per parameter) as read back from a
+    checkpoint, or ``None`` when ``saved`` does not hold that many.
+
+    MATLAB stores a cell of numbers as a numeric array and a 1 x 1 cell
+    as its item; both are undone here.  Arrays (also inside a solver's
+    struct state) come back C-ordered, as the update keeps them.
+    """
+    if isinstance(saved, list) and len(saved) == count:
+        values = saved
+    elif count == 1 and not isinstance(saved, list):
+        values = [saved]
+    elif isinstance(saved, np.ndarray) and saved.dtype.kind == "f" and saved.size == count:
+        values = [float(v) for v in saved.ravel(order="F")]
+    else:
+        return None
+
+    def c_order(value):
+        return np.ascontiguousarray(value) if isinstance(value, np.ndarray) else value
+
+    return [Struct({k: c_order(v) for k, v in value.items()}) if isinstance(value, Mapping)
+            else c_order(value) for value in values]
