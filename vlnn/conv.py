@@ -7,10 +7,6 @@ im2col and large GEMMs over byte-bounded chunks of the batch.
 the convolution's data derivative, as in MatConvNet's C++ code.
 """
 
-import ctypes
-import re
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +17,7 @@ from ._im2col import (add_unpadded, col2im, fill_padded, get_workspace_limit,
                       im2col, workspace)
 from ._options import as_int, as_pair, as_quad, parse_options, split_derivative
 from ._shapes import conv_output_size, convt_output_size
+from ._threads import run_chunks, workers_for
 
 # Target size of one chunk's column buffer.  Small buffers stay in cache and
 # are reused across chunks; PERFORMANCE.md measured 1-4 MB as the sweet spot.
@@ -35,10 +32,8 @@ _SHIFTED_MIN_FC = 16
 _SHIFTED_MAX_WASTE = 1.2
 # Tests and benchmarks may force 'im2col' or 'shifted' (None: automatic).
 _FORCE_STRATEGY = None
-# Chunks run on this many threads, with OpenBLAS at this many threads each.
-_THREADS = 2
+# Chunks run on the shared threads (vlnn._threads), BLAS at this many threads each.
 _BLAS_THREADS_IN_POOL = 1
-_pool = None
 
 
 @dataclass(frozen=True)
@@ -336,89 +331,25 @@ def _conv_shifted(geom, wmat, xp, dtype, x=None, dy=None,
 
 
 def _run_chunks(run, chunks, xp, parallel, dw_shape, dtype):
-    """Call ``run(chunk, dw_acc)`` for every chunk, on two threads when
-    ``parallel`` (numpy releases the GIL in copies and GEMMs, so one
-    chunk's im2col copies run beside another's GEMM; OpenBLAS is held at one
-    thread meanwhile).  Thread ``k`` takes chunks ``k, k + T, ...`` and owns
-    the filter-derivative accumulator ``dw_acc`` it is handed (None when
-    ``dw_shape`` is None): a fixed assignment and a fixed summation order,
-    so results do not depend on thread timing.  Returns the summed
-    accumulators."""
-    workers = _THREADS if parallel and len(chunks) > 1 and xp is np else 1
-    workers = max(1, min(workers, len(chunks)))
+    """Call ``run(chunk, dw_acc)`` for every chunk, on the shared threads
+    when ``parallel`` (:mod:`vlnn._threads`: numpy releases the GIL in copies
+    and GEMMs, so one chunk's im2col copies run beside another's GEMM; BLAS
+    is held at one thread meanwhile and restored afterwards).  Thread ``k``
+    takes chunks ``k, k + T, ...`` and owns the filter-derivative
+    accumulator ``dw_acc`` it is handed (None when ``dw_shape`` is None): a
+    fixed assignment and a fixed summation order, so results do not depend
+    on thread timing.  Returns the summed accumulators."""
+    workers = workers_for(xp, len(chunks)) if parallel else 1
     accumulators = [xp.zeros(dw_shape, dtype) if dw_shape is not None else None
                     for _ in range(workers)]
-
-    def work(k):
-        for chunk in chunks[k::workers]:
-            run(chunk, accumulators[k])
-
-    if workers == 1:
-        work(0)
-    else:
-        global _pool
-        if _pool is None:
-            _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="vlnn")
-        with _blas_threads(_BLAS_THREADS_IN_POOL):
-            for _ in _pool.map(work, range(workers)):
-                pass
+    run_chunks(lambda k, chunk: run(chunk, accumulators[k]), chunks, workers,
+               blas=_BLAS_THREADS_IN_POOL)
     if dw_shape is None:
         return None
     total = accumulators[0]
     for part in accumulators[1:]:
         total += part
     return total
-
-
-class _blas_threads:
-    """Temporarily set the thread count of numpy's bundled OpenBLAS (found
-    through ctypes; a no-op where it cannot be found).  Nested and concurrent
-    uses share one saved value.  The setting is process-wide: a matmul that
-    another user thread runs meanwhile also gets one BLAS thread."""
-    _lib = None
-    _lock = threading.Lock()
-    _depth = 0
-    _saved = None
-
-    def __init__(self, n):
-        self.n = n
-
-    @classmethod
-    def lib(cls):
-        if cls._lib is None:
-            cls._lib = False
-            try:
-                with open("/proc/self/maps") as f:
-                    maps = f.read()
-                for path in sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", maps))):
-                    lib = ctypes.CDLL(path)
-                    for prefix in ("scipy_openblas", "openblas"):
-                        for suffix in ("64_", ""):
-                            setf = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                            getf = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                            if setf is not None and getf is not None:
-                                cls._lib = (setf, getf)
-                                return cls._lib
-            except OSError:
-                pass
-        return cls._lib
-
-    def __enter__(self):
-        lib = self.lib() if self.n else False
-        self.active = bool(lib)
-        if self.active:
-            with self._lock:
-                if _blas_threads._depth == 0:
-                    _blas_threads._saved = lib[1]()
-                    lib[0](self.n)
-                _blas_threads._depth += 1
-
-    def __exit__(self, *exc):
-        if self.active:
-            with self._lock:
-                _blas_threads._depth -= 1
-                if _blas_threads._depth == 0:
-                    self.lib()[0](_blas_threads._saved)
 
 
 def _empty_filter_ranges(size, out, stride, pad_before):
