@@ -106,6 +106,11 @@ def workers_for(xp, count, nbytes=None):
     return max(1, min(THREADS, count))
 
 
+def max_workers(xp, nbytes=None):
+    """:func:`workers_for` work that can be split any number of ways."""
+    return workers_for(xp, THREADS, nbytes)
+
+
 def run_chunks(work, chunks, workers, blas=1):
     """Call ``work(k, chunk)`` for every chunk; thread ``k`` (of ``workers``)
     takes the chunks ``k, k + workers, ...`` in order.  With one worker

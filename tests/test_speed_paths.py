@@ -1,0 +1,160 @@
+"""Equality tests of the fast paths against the straightforward ones.
+
+The speed work (issue 11) splits large element-wise and reduction work into
+slabs and chunks over the shared threads (``vlnn._threads``) and replaces
+some kernels by faster ones.  Each fast path must give exactly what the
+unsplit path gives (the same operations per element, in the same order)
+and be deterministic from run to run, on awkward shapes (1-pixel images,
+one channel, batch 1, sizes that do not divide the chunk), in float32 and
+float64 and for inputs in both memory orders.
+"""
+
+import numpy as np
+import pytest
+
+import vlnn._threads as threads
+import vlnn.pool as pool_module
+from _checks import rng
+from vlnn import vl_nnpool
+
+DTYPES = (np.float32, np.float64)
+
+
+def _layout(a, order):
+    """``a`` (H x W x C x N) as a C-ordered array, an N,H,W,C buffer seen as
+    H x W x C x N (what the blocks return), or a Fortran-ordered one."""
+    if order == "c":
+        return np.ascontiguousarray(a)
+    if order == "nhwc":
+        return np.ascontiguousarray(a.transpose(3, 0, 1, 2)).transpose(1, 2, 3, 0)
+    return np.asfortranarray(a)
+
+
+def _same(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture
+def split_everything(monkeypatch):
+    """Force the threaded paths on tiny arrays: no size threshold, three
+    workers (so that pieces do not pair up evenly with threads)."""
+    monkeypatch.setattr(threads, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(threads, "THREADS", 3)
+    return monkeypatch
+
+
+# ---------------------------------------------------------------------------
+# the shared helpers
+
+def test_run_chunks_gives_each_worker_a_fixed_share(split_everything):
+    seen = {}
+
+    def work(k, chunk):
+        seen.setdefault(k, []).append(chunk)
+
+    threads.run_chunks(work, list(range(8)), 3)
+    assert seen == {0: [0, 3, 6], 1: [1, 4, 7], 2: [2, 5]}
+
+
+def test_run_chunks_propagates_errors(split_everything):
+    def work(k, chunk):
+        if chunk == 4:
+            raise ValueError("chunk 4 failed")
+
+    with pytest.raises(ValueError, match="chunk 4 failed"):
+        threads.run_chunks(work, list(range(6)), 2)
+
+
+def test_no_nested_parallelism(split_everything):
+    inner = []
+
+    def work(k, chunk):
+        inner.append(threads.workers_for(np, 10, 1 << 30))
+
+    threads.run_chunks(work, [0, 1, 2], 3)
+    assert inner == [1, 1, 1]
+    assert threads.workers_for(np, 10, 1 << 30) == 3
+
+
+def test_blas_threads_restored_after_use():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [(i["filepath"], i["num_threads"])
+              for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    if not before:
+        pytest.skip("no BLAS library visible to threadpoolctl")
+    with threads.blas_threads(1):
+        with threads.blas_threads(1):   # nested: still one saved state
+            inside = [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                      if i["user_api"] == "blas"]
+        assert set(inside) == {1}
+    after = [(i["filepath"], i["num_threads"])
+             for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    assert after == before
+
+
+def test_conv_leaves_blas_threads_as_found(split_everything):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from vlnn import vl_nnconv
+    before = [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
+    r = rng(0)
+    x = r.standard_normal((9, 9, 4, 7)).astype(np.float32)
+    w = r.standard_normal((3, 3, 4, 5)).astype(np.float32)
+    y = vl_nnconv(x, w, None, pad=1)
+    vl_nnconv(x, w, None, np.ones_like(y), pad=1)
+    assert [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()] == before
+
+
+# ---------------------------------------------------------------------------
+# pooling in slabs (whole images, or bands of rows of a single outer position)
+
+POOL_SHAPES = [(1, 1, 1, 1), (7, 5, 3, 2), (9, 11, 1, 1), (13, 8, 4, 1), (6, 6, 2, 5),
+               (10, 3, 1, 3)]
+POOL_CASES = [(2, 2, 0), (3, 2, 1), ([2, 3], [2, 1], [1, 0, 0, 2]), (3, 1, 1), (2, 3, 0),
+              (3, 3, [0, 2, 1, 0]), (1, 1, 0)]
+
+
+def _pool_both(x, size, stride, pad, method):
+    """Forward and backward (with NaN and Inf in x and dzdy)."""
+    y = vl_nnpool(x, size, stride=stride, pad=pad, method=method)
+    dy = rng(3).standard_normal(y.shape).astype(x.dtype)
+    dy.flat[::7] = np.inf
+    dy.flat[3::11] = np.nan
+    return y, vl_nnpool(x, size, dy, stride=stride, pad=pad, method=method)
+
+
+@pytest.mark.parametrize("shape", POOL_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("order", ["c", "nhwc", "f"])
+def test_pool_slabs_equal_single_pass(shape, dtype, order, split_everything):
+    r = rng(1)
+    x0 = r.standard_normal(shape).astype(dtype)
+    x0[x0 > 1.6] = np.nan
+    x0[x0 < -1.8] = -np.inf
+    x = _layout(x0, order)
+    for size, stride, pad in POOL_CASES:
+        p = [size, size] if np.isscalar(size) else size
+        pd = [pad] * 4 if np.isscalar(pad) else pad
+        if shape[0] + pd[0] + pd[1] < p[0] or shape[1] + pd[2] + pd[3] < p[1]:
+            continue
+        for method in ("max", "avg"):
+            split_everything.setattr(pool_module, "_SLAB_BYTES", 1 << 40)
+            y1, dx1 = _pool_both(x, size, stride, pad, method)
+            split_everything.setattr(pool_module, "_SLAB_BYTES", 8)
+            y2, dx2 = _pool_both(x, size, stride, pad, method)
+            y3, dx3 = _pool_both(x, size, stride, pad, method)
+            for a, b in ((y1, y2), (dx1, dx2), (y2, y3), (dx2, dx3)):
+                _same(a, b)
+
+
+def test_pool_backward_never_leaks_dzdy_off_the_maximum():
+    # dzdy is NaN or Inf everywhere but at the windows whose gradient is
+    # checked: the selection must not turn 0 * NaN into NaN
+    x = np.array([[1, 5, 2, 2], [3, 4, 8, 0]], np.float32).reshape(2, 4, 1, 1)
+    dy = np.array([[np.nan, np.inf]], np.float32).reshape(1, 2, 1, 1)
+    dx = vl_nnpool(x, 2, dy, stride=2)
+    expected = np.zeros((2, 4), np.float32)
+    expected[0, 1] = np.nan      # the max of the first window (5)
+    expected[1, 2] = np.inf      # the max of the second window (8)
+    np.testing.assert_array_equal(dx.reshape(2, 4), expected)
