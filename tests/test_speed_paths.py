@@ -158,3 +158,79 @@ def test_pool_backward_never_leaks_dzdy_off_the_maximum():
     expected[0, 1] = np.nan      # the max of the first window (5)
     expected[1, 2] = np.inf      # the max of the second window (8)
     np.testing.assert_array_equal(dx.reshape(2, 4), expected)
+
+
+# ---------------------------------------------------------------------------
+# convolution: tap-major column gradient and col2im_taps
+
+import vlnn.conv as conv_module                      # noqa: E402
+from vlnn._im2col import col2im, col2im_taps         # noqa: E402
+from vlnn import vl_nnconv, vl_nnconvt               # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom_args", [
+    # n, h, w, c, fh, fw, fc, k, groups, sy, sx, pad, dy, dx
+    (2, 7, 6, 6, 3, 2, 3, 4, 2, 1, 1, (1, 0, 2, 1), 1, 1),
+    (1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, (0, 0, 0, 0), 1, 1),
+    (3, 9, 5, 4, 3, 3, 4, 2, 1, 2, 1, (1, 1, 1, 1), 2, 1),
+    (1, 6, 8, 10, 2, 3, 5, 6, 2, 3, 2, (0, 1, 0, 2), 1, 2),
+])
+def test_col2im_taps_equals_col2im(dtype, geom_args):
+    n, h, w, c, fh, fw, fc, k, g, sy, sx, pad, dil_y, dil_x = geom_args
+    eh, ew = (fh - 1) * dil_y + 1, (fw - 1) * dil_x + 1
+    ho = (h + pad[0] + pad[1] - eh) // sy + 1
+    wo = (w + pad[2] + pad[3] - ew) // sx + 1
+    geom = conv_module._Geometry(n, h, w, c, fh, fw, fc, k, g, sy, sx, pad, dil_y, dil_x,
+                                 ho, wo, eh, ew)
+    hin, win = (ho - 1) * sy + eh, (wo - 1) * sx + ew
+    taps = fh * fw
+    interleaved = rng(4).standard_normal((n, ho, wo, g, taps, fc)).astype(dtype)
+    tap_major = np.ascontiguousarray(interleaved.transpose(3, 4, 0, 1, 2, 5))
+    a = np.zeros((n, hin, win, c), dtype)
+    b = np.zeros((n, hin, win, c), dtype)
+    col2im(interleaved, a, geom, planar=False)
+    col2im_taps(tap_major, b, geom)
+    _same(a, b)
+
+
+CONV_CASES = [
+    # x shape, w shape, options
+    ((1, 1, 9, 1), (1, 1, 9, 2), {}),
+    ((5, 4, 9, 1), (3, 2, 9, 4), {"pad": [1, 0, 2, 1]}),
+    ((7, 6, 10, 3), (3, 3, 5, 6), {"pad": 1, "stride": [2, 1]}),
+    ((6, 9, 12, 2), (2, 3, 12, 3), {"dilate": [2, 1], "pad": 2}),
+    ((8, 8, 16, 2), (5, 5, 16, 4), {"pad": 2}),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("order", ["c", "nhwc"])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_tap_major_dx_matches_interleaved(dtype, order, case, monkeypatch):
+    xs, ws, opts = case
+    r = rng(5)
+    x = _layout(r.standard_normal(xs).astype(dtype), order)
+    w = r.standard_normal(ws).astype(dtype)
+    b = r.standard_normal(ws[3]).astype(dtype)
+    monkeypatch.setattr(conv_module, "_FORCE_STRATEGY", "im2col")
+    monkeypatch.setattr(conv_module, "_PLANAR_MAX_FC", 0)
+    y = vl_nnconv(x, w, b, **opts)
+    dy = _layout(r.standard_normal(y.shape).astype(dtype), order)
+    monkeypatch.setattr(conv_module, "_TAP_MAJOR_MAX_FC", 0)          # interleaved
+    ref = vl_nnconv(x, w, b, dy, **opts)
+    monkeypatch.setattr(conv_module, "_TAP_MAJOR_MAX_FC", 1 << 20)    # tap-major
+    got = vl_nnconv(x, w, b, dy, **opts)
+    again = vl_nnconv(x, w, b, dy, **opts)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for a, e in zip(got, ref):
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol * np.abs(e).max())
+    for a, e in zip(got, again):
+        _same(a, e)
+    # convt's forward is the same data derivative
+    xt = _layout(r.standard_normal((4, 3, ws[3], 2)).astype(dtype), order)
+    monkeypatch.setattr(conv_module, "_TAP_MAJOR_MAX_FC", 0)
+    ref_t = vl_nnconvt(xt, w, None, upsample=2, crop=[1, 0, 0, 1])
+    monkeypatch.setattr(conv_module, "_TAP_MAJOR_MAX_FC", 1 << 20)
+    got_t = vl_nnconvt(xt, w, None, upsample=2, crop=[1, 0, 0, 1])
+    np.testing.assert_allclose(got_t, ref_t, rtol=tol, atol=tol * np.abs(ref_t).max())
