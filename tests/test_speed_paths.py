@@ -234,3 +234,83 @@ def test_conv_tap_major_dx_matches_interleaved(dtype, order, case, monkeypatch):
     monkeypatch.setattr(conv_module, "_TAP_MAJOR_MAX_FC", 1 << 20)
     got_t = vl_nnconvt(xt, w, None, upsample=2, crop=[1, 0, 0, 1])
     np.testing.assert_allclose(got_t, ref_t, rtol=tol, atol=tol * np.abs(ref_t).max())
+
+
+# ---------------------------------------------------------------------------
+# vl_nnrelu: one fused pass over flat pieces on the shared threads
+
+from vlnn import vl_nnbnorm, vl_nnrelu              # noqa: E402
+import vlnn.normalization as normalization_module   # noqa: E402
+
+
+def _relu_plain(x, dzdy, leak):
+    """The whole-array expressions of MatConvNet's vl_nnrelu."""
+    if dzdy is None:
+        return np.fmax(x, 0) if leak == 0 else x * np.where(x > 0, 1, leak).astype(x.dtype)
+    if leak == 0:
+        return dzdy * (x > 0)
+    return dzdy * np.where(x > 0, 1, leak).astype(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("order", ["c", "nhwc", "f", "strided"])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 5, 1, 7), (13,), (4, 3, 2, 1, 3)])
+@pytest.mark.parametrize("leak", [0, 0.1])
+@pytest.mark.filterwarnings("ignore:invalid value encountered")   # Inf * 0 in dzdy
+def test_relu_pieces_equal_whole_array(dtype, order, shape, leak, split_everything):
+    split_everything.setattr(threads, "CHUNK_BYTES", 20)       # 5 or 2.5 elements
+    r = rng(6)
+    x0 = r.standard_normal(shape).astype(dtype)
+    x0.flat[::5] = np.nan
+    x0.flat[1::6] = 0
+    g0 = r.standard_normal(shape).astype(dtype)
+    g0.flat[2::7] = np.inf
+    if order == "strided":        # not contiguous: the whole-array fallback
+        x = np.repeat(x0, 2, axis=0)[::2]
+        g = np.repeat(g0, 2, axis=0)[::2]
+    elif len(shape) == 4:
+        x, g = _layout(x0, order), _layout(g0, order)
+    else:
+        x = np.asfortranarray(x0) if order == "f" else x0
+        g = np.asfortranarray(g0) if order == "f" else g0
+    y = vl_nnrelu(x, leak=leak)
+    _same(y, _relu_plain(x0, None, leak))
+    dx = vl_nnrelu(x, g, leak=leak)
+    _same(dx, _relu_plain(x0, g0, leak))
+    # dzdy laid out unlike x (another path) gives the same
+    dx2 = vl_nnrelu(x, np.ascontiguousarray(g0) if order != "c" else np.asfortranarray(g0),
+                    leak=leak)
+    _same(dx2, dx)
+    # a block's output keeps x's memory layout
+    if order in ("c", "f", "nhwc"):
+        assert y.strides == x.strides
+
+
+# ---------------------------------------------------------------------------
+# vl_nnbnorm: chunk passes on the shared threads
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("order", ["c", "nhwc"])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 1, 5, 3), (7, 5, 3, 2), (4, 9, 1, 6),
+                                   (3, 3, 7, 1)])
+def test_bnorm_threaded_chunks_match_one_pass(dtype, order, shape, split_everything):
+    r = rng(7)
+    x = _layout((r.standard_normal(shape) * 3 + 100).astype(dtype), order)
+    dy = _layout(r.standard_normal(shape).astype(dtype), order)
+    g = r.uniform(0.5, 1.5, shape[2]).astype(dtype)
+    b = r.standard_normal(shape[2]).astype(dtype)
+
+    def run():
+        y, moments = vl_nnbnorm(x, g, b, return_moments=True)
+        return (y, moments) + vl_nnbnorm(x, g, b, dy)
+
+    split_everything.setattr(normalization_module, "_CHUNK_BYTES", 1 << 40)
+    whole = run()
+    split_everything.setattr(normalization_module, "_CHUNK_BYTES", 24)
+    chunked = run()
+    again = run()
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    for a, e in zip(chunked, whole):
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol * max(1.0, np.abs(e).max()))
+    for a, e in zip(chunked, again):
+        _same(a, e)

@@ -25,7 +25,7 @@ THREADS = 2
 # Element-wise chunks of about this many bytes per operand: small enough to
 # stay in L2 between the passes over a chunk, large enough that the Python
 # overhead per chunk stays small.
-CHUNK_BYTES = 256 * 1024
+CHUNK_BYTES = 1024 * 1024
 # Arrays below this many bytes are processed in one piece on the calling
 # thread: handing work to the pool costs ~20-50 us.
 PARALLEL_MIN_BYTES = 256 * 1024
@@ -148,24 +148,34 @@ def split(total, piece, minimum=1):
     return [(i, min(i + piece, total)) for i in range(0, total, piece)]
 
 
-def elementwise(fn, out, *operands, chunk_bytes=CHUNK_BYTES):
-    """``fn(out_piece, *operand_pieces)`` over matching flat pieces of
-    C-contiguous arrays (all of one shape), on the pool when large.
+def memory_flat(a):
+    """A 1-D view of ``a`` in its memory order, or None when ``a`` is not
+    contiguous in any order of its axes.  Two arrays with equal shapes and
+    strides have matching flat views."""
+    if a.flags.c_contiguous:
+        return a.reshape(-1)
+    order = sorted(range(a.ndim), key=lambda ax: (-abs(a.strides[ax]) if a.shape[ax] > 1 else 0))
+    t = a.transpose(order)
+    return t.reshape(-1) if t.flags.c_contiguous else None
 
-    Every operand and ``out`` must be C-contiguous and shaped alike; the
-    pieces are consecutive ranges of their flat views.  ``fn`` must write
-    its whole ``out_piece`` and touch nothing else, so the result does not
-    depend on how the work is split."""
-    flat_out = out.reshape(-1)
-    flats = [a.reshape(-1) for a in operands]
-    n = flat_out.size
-    per = max(1, chunk_bytes // max(1, out.itemsize))
-    pieces = split(n, per)
+
+def elementwise(fn, out, *operands, chunk_bytes=CHUNK_BYTES):
+    """``fn(out_piece, *operand_pieces)`` over matching consecutive pieces of
+    the 1-D arrays ``out`` and ``operands`` (all of one length), on the
+    shared threads when large; returns ``out``.
+
+    ``fn`` must write its whole ``out_piece`` from the matching operand
+    pieces and touch nothing else, so the result does not depend on how the
+    work is split."""
+    n = out.size
+    pieces = split(n, max(1, chunk_bytes // max(1, out.itemsize)))
     workers = workers_for(np if isinstance(out, np.ndarray) else None, len(pieces), out.nbytes)
+    if workers == 1:
+        pieces = [(0, n)]      # one thread: whole-array passes have the least overhead
 
     def work(_k, piece):
         s = slice(*piece)
-        fn(flat_out[s], *(a[s] for a in flats))
+        fn(out[s], *(a[s] for a in operands))
 
     run_chunks(work, pieces, workers, blas=0)
     return out

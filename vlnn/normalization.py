@@ -16,6 +16,7 @@ from ._backend import block_tensors, check_derivative, like_shape, to4d
 from ._im2col import workspace
 from ._options import (as_float, int_vector, numbers_of, parse_options,
                        split_derivative)
+from ._threads import max_workers, run_chunks
 from .pool import vl_nnpool
 
 # Window sums over at most this many channel offsets add shifted slices;
@@ -641,17 +642,37 @@ def vl_nnbnorm(x, g, b, dzdy=None, *args, return_moments=False, **opts):
     # cancellation (never negative), and float32 data keep float32 accuracy
     # however large their mean.  The backward's sums over DZDY and DZDY D
     # share the second pass.  Chunk sums are accumulated in float64.
+    # The chunks of each pass run on the shared threads; per-channel sums
+    # are accumulated per thread (fixed chunks per thread) and added in
+    # thread order, so results do not depend on timing.
+    workers = min(max_workers(xp, x4.nbytes), len(view.chunks))
+
+    def chunk_sums(count, body):
+        """``body(rows, sums)`` over all chunks; returns ``count`` float64
+        C-vectors summed over the chunks."""
+        sums = [[xp.zeros(c, xp.float64) for _ in range(count)] for _ in range(workers)]
+        run_chunks(lambda k, rows: body(rows, sums[k]), view.chunks, workers)
+        totals = sums[0]
+        for part in sums[1:]:
+            for total, more in zip(totals, part):
+                total += more
+        return totals
+
+    def each_chunk(body):
+        run_chunks(lambda k, rows: body(rows), view.chunks, workers)
+
     if given is None:
-        total = xp.zeros(c, xp.float64)
-        for rows in view.chunks:
-            total += view.channel_sum(x3[rows])
+        def first_pass(rows, sums):
+            sums[0] += view.channel_sum(x3[rows])
+        total, = chunk_sums(1, first_pass)
         reference = (total / count).astype(dtype)              # MU0
     else:
         reference = mu
     if given is None or dzdy is not None:
-        sum_d, sum_dd, sum_dy, sum_dyd = (xp.zeros(c, xp.float64) for _ in range(4))
         reference_operand = view.channel(reference)
-        for rows in view.chunks:
+
+        def second_pass(rows, sums):
+            sum_d, sum_dd, sum_dy, sum_dyd = sums
             xs = x3[rows]
             d = xp.subtract(xs, reference_operand, out=_scratch("bnorm_d", xs, xp))
             if dzdy is not None:
@@ -661,6 +682,7 @@ def vl_nnbnorm(x, g, b, dzdy=None, *args, return_moments=False, **opts):
             if given is None:
                 sum_d += view.channel_sum(d)
                 sum_dd += view.channel_sum(xp.multiply(d, d, out=d))
+        sum_d, sum_dd, sum_dy, sum_dyd = chunk_sums(4, second_pass)
     if given is None:
         shift = sum_d / count
         variance = xp.maximum(sum_dd / count - shift * shift, 0)
@@ -672,11 +694,13 @@ def vl_nnbnorm(x, g, b, dzdy=None, *args, return_moments=False, **opts):
     out3, out = view.empty(x.dtype)
     if dzdy is None:
         ratio, offset = view.channel(gain / sigma), view.channel(bias)
-        for rows in view.chunks:
+
+        def normalise(rows):
             ys = out3[rows]
             xp.subtract(x3[rows], mean, out=ys)
             ys *= ratio
             ys += offset
+        each_chunk(normalise)
         return (out, moments) if return_moments else out
 
     # sum DZDY (X - MU) = sum DZDY D - (MU - MU0) sum DZDY
@@ -687,11 +711,13 @@ def vl_nnbnorm(x, g, b, dzdy=None, *args, return_moments=False, **opts):
     centered_coef = view.channel(-ratio * dgain / (count * sigma))
     constant = view.channel(-ratio * dbias / count)
     ratio = view.channel(ratio)
-    for rows in view.chunks:
+
+    def derivative(rows):
         dxs = out3[rows]
         xp.subtract(x3[rows], mean, out=dxs)
         dxs *= centered_coef
         dxs += constant
         dxs += xp.multiply(dy3[rows], ratio, out=_scratch("bnorm_d", dxs, xp))
+    each_chunk(derivative)
     out = (like_shape(out, x.shape), like_shape(dgain, g.shape), like_shape(dbias, b.shape))
     return out + (moments,) if return_moments else out
