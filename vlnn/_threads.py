@@ -168,10 +168,12 @@ def elementwise(fn, out, *operands, chunk_bytes=CHUNK_BYTES):
     pieces and touch nothing else, so the result does not depend on how the
     work is split."""
     n = out.size
-    pieces = split(n, max(1, chunk_bytes // max(1, out.itemsize)))
-    workers = workers_for(np if isinstance(out, np.ndarray) else None, len(pieces), out.nbytes)
+    workers = max_workers(np if isinstance(out, np.ndarray) else None, out.nbytes)
     if workers == 1:
         pieces = [(0, n)]      # one thread: whole-array passes have the least overhead
+    else:
+        per = min(max(1, chunk_bytes // max(1, out.itemsize)), -(-n // workers))
+        pieces = split(n, per)
 
     def work(_k, piece):
         s = slice(*piece)
