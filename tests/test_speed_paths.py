@@ -293,7 +293,10 @@ def test_relu_pieces_equal_whole_array(dtype, order, shape, leak, split_everythi
 @pytest.mark.parametrize("order", ["c", "nhwc"])
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 1, 5, 3), (7, 5, 3, 2), (4, 9, 1, 6),
                                    (3, 3, 7, 1)])
-def test_bnorm_threaded_chunks_match_one_pass(dtype, order, shape, split_everything):
+@pytest.mark.parametrize("min_row", [1, 6])
+def test_bnorm_threaded_chunks_match_one_pass(dtype, order, shape, min_row, split_everything):
+    # min_row 6: chunks are seen as groups of rows (_ChannelView.part)
+    split_everything.setattr(normalization_module, "_MIN_ROW", min_row)
     r = rng(7)
     x = _layout((r.standard_normal(shape) * 3 + 100).astype(dtype), order)
     dy = _layout(r.standard_normal(shape).astype(dtype), order)
