@@ -343,3 +343,21 @@ def test_softmaxloss_pieces_equal_one_pass(dtype, order, shape, split_everything
     split_everything.setattr(threads, "CHUNK_BYTES", 12)
     for a, e in zip(run(), one):
         _same(a, e)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("order", ["c", "nhwc"])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (7, 5, 3, 13), (1, 1, 1030, 2), (9, 9, 1, 101),
+                                   (24, 24, 20, 10)])
+def test_conv_bias_derivative_sums(dtype, order, shape):
+    r = rng(9)
+    dy0 = r.standard_normal(shape).astype(dtype)
+    dy = _layout(dy0, order)
+    x = _layout(r.standard_normal(shape[:2] + (2, shape[3])).astype(dtype), order)
+    w = r.standard_normal((1, 1, 2, shape[2])).astype(dtype)
+    _, _, db = vl_nnconv(x, w, np.zeros(shape[2], dtype), dy)
+    exact = dy0.astype(np.float64).sum(axis=(0, 1, 3))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(db, exact, rtol=tol, atol=tol * np.abs(dy0).sum(axis=(0, 1, 3)).max())
+    assert db.dtype == dtype
+    _same(db, vl_nnconv(x, w, np.zeros(shape[2], dtype), dy)[2])
