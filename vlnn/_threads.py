@@ -22,9 +22,10 @@ import numpy as np
 
 # Worker threads (the machines this was tuned on have 2 cores).
 THREADS = 2
-# Element-wise chunks of about this many bytes per operand: small enough to
-# stay in L2 between the passes over a chunk, large enough that the Python
-# overhead per chunk stays small.
+# elementwise() pieces of at most about this many bytes per operand (and at
+# least one piece per worker): small enough to stay in cache between the
+# passes of a fused piece, large enough that the Python overhead per piece
+# (~5-10 us) stays small.
 CHUNK_BYTES = 1024 * 1024
 # Arrays below this many bytes are processed in one piece on the calling
 # thread: handing work to the pool costs ~20-50 us.
