@@ -5,7 +5,6 @@ import numpy as np
 
 from ._backend import block_tensors, like_shape, to4d
 from ._options import as_float, as_int, parse_options, split_derivative
-from ._threads import elementwise, memory_flat
 from .activations import _sigmoid
 
 
@@ -116,11 +115,7 @@ def _exp_shifted(x4, xp):
     channel sum ``s``; with the maximum subtracted nothing overflows."""
     top = x4.max(axis=2, keepdims=True)
     ex = x4 - top
-    flat = memory_flat(ex)
-    if flat is None:
-        xp.exp(ex, out=ex)
-    else:   # the exponentials (most of the time) in pieces on the shared threads
-        elementwise(lambda out, a: xp.exp(a, out=out), flat, flat)
+    xp.exp(ex, out=ex)
     return top, ex, ex.sum(axis=2, keepdims=True)
 
 

@@ -38,6 +38,8 @@ _MAX_EXPANDED = 1 << 16
 # Batch normalisation's chunks are seen with rows of at least this many
 # elements (_ChannelView.part).
 _MIN_ROW = 1024
+# Threads for batch normalisation's chunk passes (see vl_nnbnorm).
+_BNORM_THREADS = 1
 
 
 class _ChannelView:
@@ -678,10 +680,12 @@ def vl_nnbnorm(x, g, b, dzdy=None, *args, return_moments=False, **opts):
     # cancellation (never negative), and float32 data keep float32 accuracy
     # however large their mean.  The backward's sums over DZDY and DZDY D
     # share the second pass.  Chunk sums are accumulated in float64.
-    # The chunks of each pass run on the shared threads; per-channel sums
-    # are accumulated per thread (fixed chunks per thread) and added in
-    # thread order, so results do not depend on timing.
-    workers = min(max_workers(xp, x4.nbytes), len(view.chunks))
+    # The chunk passes can run on the shared threads (per-channel sums
+    # accumulated per thread over fixed chunks, added in thread order), but
+    # on 2 cores that measured no faster than one thread (27x27x96x16:
+    # 0.9-1.3x, the per-call glue of ~10 numpy calls per 512 KB chunk holds
+    # the GIL): BNORM_THREADS is 1.
+    workers = min(_BNORM_THREADS, max_workers(xp, x4.nbytes), len(view.chunks))
 
     def chunk_sums(count, body):
         """``body(rows, sums)`` over all chunks; returns ``count`` float64
