@@ -53,12 +53,12 @@ import numpy as np
 try:
     import vlnn
     from vlnn import (vl_nnbilinearsampler, vl_nnbnorm, vl_nnconv, vl_nnconvt,
-                      vl_nnnormalize, vl_nnpool, vl_nnsoftmaxloss)
+                      vl_nnnormalize, vl_nnpool, vl_nnrelu, vl_nnsoftmaxloss)
 except ImportError:  # running from a checkout without the editable install
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     import vlnn
     from vlnn import (vl_nnbilinearsampler, vl_nnbnorm, vl_nnconv, vl_nnconvt,
-                      vl_nnnormalize, vl_nnpool, vl_nnsoftmaxloss)
+                      vl_nnnormalize, vl_nnpool, vl_nnrelu, vl_nnsoftmaxloss)
 
 PAUSE_S = 0.25  # idle time between timing blocks (thread spin ~0.13 s)
 
@@ -91,7 +91,7 @@ class Layer:
 
 # the "blocks" group: kinds with their own data, calls, torch oracle and
 # plain numpy expression of the forward formula
-BLOCK_KINDS = ("lrn", "bnorm", "softmaxloss", "bilinear")
+BLOCK_KINDS = ("relu", "lrn", "bnorm", "softmaxloss", "bilinear")
 
 
 def _p4(p):
@@ -145,6 +145,8 @@ LAYERS = [
     pool("avgpool3s2", (55, 55, 96, 16), 3, stride=2, method="avg"),
     pool("maxpool2s2", (56, 56, 64, 16), 2, stride=2, method="max"),
     pool("avgpool2s2", (56, 56, 64, 16), 2, stride=2, method="avg"),
+    # torch: F.relu; AlexNet's first activation (conv1's output)
+    block("relu", "relu", (55, 55, 96, 16)),
     # torch: F.local_response_norm(size=5, alpha=5 * 1e-4, beta=0.75, k=1):
     # torch divides its alpha by the size; odd size, so the same window.
     block("lrn5", "lrn", (27, 27, 96, 16), param=[5.0, 1.0, 1e-4, 0.75]),
@@ -205,6 +207,8 @@ def forward_gflop(L):
 
 def describe(L):
     h, w, c, n = L.x
+    if L.kind == "relu":
+        return f"relu on {h}x{w}x{c}x{n}"
     if L.kind == "lrn":
         nn, kappa, alpha, beta = L.extra["param"]
         return f"LRN [{nn:g} {kappa:g} {alpha:g} {beta:g}] on {h}x{w}x{c}x{n}"
@@ -314,6 +318,25 @@ def timed(fn, repeat, min_time, retries, busy):
     return best, n, load, res
 
 
+def paired_ratios(ours, theirs, pairs, repeat, min_time):
+    """``pairs`` rounds of one block of our forward + backward then one of
+    torch's, back to back (pauses between blocks): the ratio torch / ours of
+    each round, their median and range.  On a shared machine whose speed
+    drifts, the median of paired ratios is steadier than the ratio of each
+    side's minimum (PERFORMANCE.md)."""
+    ratios = []
+    for _ in range(pairs):
+        t_o = time_block(ours, repeat, min_time)[0]
+        time.sleep(PAUSE_S)
+        t_t = time_block(theirs, repeat, min_time)[0]
+        time.sleep(PAUSE_S)
+        ratios.append(t_t / t_o)
+    ratios.sort()
+    mid = len(ratios) // 2
+    median = ratios[mid] if len(ratios) % 2 else 0.5 * (ratios[mid - 1] + ratios[mid])
+    return {"paired_ratios_fwdbwd": ratios, "ratio_fwdbwd_paired": median}
+
+
 def sgemm_peak(n=2048, repeat=5, retries=2, busy=0.3):
     """Achieved numpy SGEMM rate (GFLOP/s) of ``np.matmul`` on n x n float32."""
     a = np.random.randn(n, n).astype(np.float32)
@@ -419,7 +442,14 @@ def block_calls(L, d):
     """(forward, forward + backward) of our block; the latter returns
     ``(y, (dx, ...))`` with the derivatives in the block's output order."""
     x, dy = d["x"], d["dy"]
-    if L.kind == "lrn":
+    if L.kind == "relu":
+        def fwd():
+            return vl_nnrelu(x)
+
+        def fwdbwd():
+            y = vl_nnrelu(x)
+            return y, (vl_nnrelu(x, dy),)
+    elif L.kind == "lrn":
         param = list(L.extra["param"])
 
         def fwd():
@@ -522,6 +552,8 @@ def np_bilinear(x, grid):
 def numpy_expr_call(L, d):
     """The plain numpy expression of the block's forward, on our inputs."""
     x = d["x"]
+    if L.kind == "relu":
+        return lambda: np.maximum(x, 0)
     if L.kind == "lrn":
         param = L.extra["param"]
         return lambda: np_lrn(x, param)
@@ -551,6 +583,8 @@ def torch_block_op(L, d, torch):
     section 33 of MATCONVNET_SEMANTICS.md)."""
     F = torch.nn.functional
     x = torch.from_numpy(_nchw(d["x0"]))
+    if L.kind == "relu":
+        return [x], F.relu, torch.from_numpy(_nchw(d["dy0"]))
     if L.kind == "lrn":
         size, kappa, alpha, beta = L.extra["param"]
         if int(size) % 2 == 0:
@@ -736,6 +770,10 @@ def main(argv=None):
                          "block counts as contended (default 0.3)")
     ap.add_argument("--retry-budget", type=float, default=30.0,
                     help="seconds all retries of a run may take together (default 30)")
+    ap.add_argument("--pairs", type=int, default=0,
+                    help="also time PAIRS back-to-back rounds of (our f+b block, torch's "
+                         "f+b block) per layer and report the median of the per-round "
+                         "ratios (column 'pair fb'; default 0: off)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     repeat = max(1, args.repeat)
@@ -834,6 +872,9 @@ def main(argv=None):
                 except Exception as e:  # a check failure must not stop the benchmark
                     row["max_rel_err"] = float("nan")
                     row["check_error"] = f"{type(e).__name__}: {e}"
+                if args.pairs > 0:
+                    row.update(paired_ratios(fb_o, calls[1], args.pairs, repeat,
+                                             args.min_time))
         known = [v for v in loads if v is not None]
         row["foreign_load"] = max(known) if known else None
         row["contended"] = bool(known) and max(known) > args.busy
@@ -861,9 +902,9 @@ def main(argv=None):
 
     # ---- table ----
     hdr = ("layer", "shape", "GFLOP", "fwd ms", "f+b ms", "GF/s f", "GF/s fb", "%pk fb",
-           "t fwd", "t f+b", "anch fb", "ratio f", "ratio fb", "np f", "ours/np", "rel err",
-           "busy")
-    widths = (15, 36, 7, 8, 8, 7, 7, 6, 8, 8, 7, 7, 8, 7, 7, 8, 5)
+           "t fwd", "t f+b", "anch fb", "ratio f", "ratio fb", "pair fb", "np f", "ours/np",
+           "rel err", "busy")
+    widths = (15, 36, 7, 8, 8, 7, 7, 6, 8, 8, 7, 7, 8, 7, 7, 7, 8, 5)
     line = " ".join(h.rjust(wd) if i > 1 else h.ljust(wd) for i, (h, wd) in enumerate(zip(hdr, widths)))
     print(line)
     print("-" * len(line))
@@ -878,16 +919,18 @@ def main(argv=None):
                  _fmt(r["torch_fwdbwd_ms"], ".2f", widths[9]),
                  _fmt(r["anchor_torch_ms"][1] if r["anchor_torch_ms"] else None, ".1f", widths[10]),
                  _fmt(r["ratio_fwd"], ".2f", widths[11]), _fmt(r["ratio_fwdbwd"], ".2f", widths[12]),
-                 _fmt(r["numpy_expr_fwd_ms"], ".2f", widths[13]),
-                 _fmt(r["ratio_ours_numpy_fwd"], ".2f", widths[14]),
-                 _fmt(r["max_rel_err"], ".1e", widths[15]),
-                 _fmt(r["foreign_load"], ".1f", widths[16]) + ("!" if r["contended"] else "")]
+                 _fmt(r.get("ratio_fwdbwd_paired"), ".2f", widths[13]),
+                 _fmt(r["numpy_expr_fwd_ms"], ".2f", widths[14]),
+                 _fmt(r["ratio_ours_numpy_fwd"], ".2f", widths[15]),
+                 _fmt(r["max_rel_err"], ".1e", widths[16]),
+                 _fmt(r["foreign_load"], ".1f", widths[17]) + ("!" if r["contended"] else "")]
         print(" ".join(cells))
     print("-" * len(line))
     print("ms: minimum over repeats; f+b = forward call + backward call; GF/s fb counts 3x the "
           "forward FLOPs;\n%pk fb = GF/s fb as % of the numpy SGEMM peak; t = torch; "
           "anch fb = PERFORMANCE.md's torch fwd+bwd ms;\nratio = torch time / our time "
-          "(>1: we are faster); np f = a plain numpy expression of the block's forward "
+          "(>1: we are faster); pair fb = median over --pairs back-to-back rounds of the "
+          "f+b ratio;\nnp f = a plain numpy expression of the block's forward "
           "formula, ms;\nours/np = our fwd time / np f (target <= 2); "
           "rel err = max |ours - torch| / max |torch| over y, dx, dw, db\n(blocks: y and "
           "every derivative: dx, dg, db, dgrid);\n"
@@ -908,6 +951,13 @@ def main(argv=None):
                   f"fwd+bwd {gm_fb:.2f}x, fwd {gm_f:.2f}x"
                   + (f"   (UNRELIABLE: {n_bad} of {len(sel)} layers timed while other "
                      f"processes were busy)" if n_bad else ""))
+        paired = [r.get("ratio_fwdbwd_paired") for r in sel]
+        if sel and all(v is not None for v in paired):
+            gm_p = geomean(paired)
+            summary[grp]["geomean_ratio_fwdbwd_paired"] = gm_p
+            print(f"  ... fwd+bwd as the median of paired rounds: {gm_p:.2f}x "
+                  f"(lowest {min(paired):.2f}x, "
+                  f"{[r['name'] for r in sel][paired.index(min(paired))]})")
         clean = [r for r in sel if not r["contended"]]
         if clean and len(clean) < len(sel):
             gc_fb = geomean([r["ratio_fwdbwd"] for r in clean])

@@ -176,3 +176,22 @@ def col2im(dcols, dxpad, geom, planar):
             for v in range(geom.fw):
                 rs, cs = _tap_slices(geom, u, v, hb)
                 dxpad5[:, rs, cs] += dcols[:, :, :, :, u * geom.fw + v]
+
+
+def col2im_taps(tcols, dxpad, geom):
+    """:func:`col2im` for tap-major columns ``G x T x N x HB x WO x FC``
+    (``tcols[g, t]`` is the column gradient of tap ``t``) into the zeroed
+    interleaved padded chunk ``dxpad`` (``N x H x W x C``).
+
+    Each addition reads one contiguous ``N x HB x WO x FC`` block; with
+    stride 1 and one group it also writes contiguous ``WO*C``-long runs.
+    The sums are those of :func:`col2im` (taps added in the same order)."""
+    g_count, fc = geom.groups, geom.fc
+    hb = tcols.shape[3]
+    dxpad5 = dxpad.reshape(dxpad.shape[:3] + (g_count, fc))
+    for g in range(g_count):
+        dst = dxpad if g_count == 1 else dxpad5[:, :, :, g]
+        for u in range(geom.fh):
+            for v in range(geom.fw):
+                rs, cs = _tap_slices(geom, u, v, hb)
+                dst[:, rs, cs] += tcols[g, u * geom.fw + v]

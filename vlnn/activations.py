@@ -1,6 +1,8 @@
 """Activations: the point-wise vl_nnrelu and vl_nnsigmoid, and vl_nnsoftmax over channels."""
 
 from ._backend import block_tensors, check_derivative, like_shape, shape4, to4d
+from ._im2col import workspace
+from ._threads import elementwise, memory_flat
 from ._options import as_float, parse_options, split_derivative
 
 
@@ -34,17 +36,57 @@ def vl_nnrelu(x, *args, dzdy=None, **opts):
     o = parse_options(fname, args, opts, {"Leak": 0})
     leak = as_float(o.Leak, fname, "Leak")
     xp, _, (x, dzdy) = block_tensors(fname, x=x, dzdy=dzdy)
-    if dzdy is None:
+    if dzdy is not None:
+        if shape4(dzdy.shape) != shape4(x.shape):
+            raise ValueError(
+                f"{fname}: dzdy has shape {tuple(dzdy.shape)} but x has shape {tuple(x.shape)}")
+        dzdy = dzdy.reshape(x.shape, order="F") if dzdy.shape != x.shape else dzdy
+    zero, leak = x.dtype.type(0), x.dtype.type(leak)
+    # One fused pass over cache-sized pieces of the flat data (on the shared
+    # threads when large) where x and dzdy are laid out alike; the same
+    # expressions on the whole arrays otherwise.
+    out = xp.empty_like(x)
+    flat_out, flat_x = memory_flat(out), memory_flat(x)
+    flat_dy = None if dzdy is None or dzdy.strides != x.strides else memory_flat(dzdy)
+    if flat_out is None or flat_x is None or out.strides != x.strides \
+            or (dzdy is not None and flat_dy is None):
+        if dzdy is None:
+            if leak == 0:
+                return xp.fmax(x, zero)  # MATLAB max(x, 0) maps NaN to 0
+            return x * xp.where(x > 0, x.dtype.type(1), leak)
         if leak == 0:
-            return xp.fmax(x, x.dtype.type(0))  # MATLAB max(x, 0) maps NaN to 0
-        return x * xp.where(x > 0, x.dtype.type(1), x.dtype.type(leak))
-    if shape4(dzdy.shape) != shape4(x.shape):
-        raise ValueError(
-            f"{fname}: dzdy has shape {tuple(dzdy.shape)} but x has shape {tuple(x.shape)}")
-    dzdy = dzdy.reshape(x.shape, order="F") if dzdy.shape != x.shape else dzdy
-    if leak == 0:
-        return dzdy * (x > 0)
-    return dzdy * xp.where(x > 0, x.dtype.type(1), x.dtype.type(leak))
+            return dzdy * (x > 0)
+        return dzdy * xp.where(x > 0, x.dtype.type(1), leak)
+
+    def forward(o, a):
+        if leak == 0:
+            xp.fmax(a, zero, out=o)      # MATLAB max(x, 0) maps NaN to 0
+        else:
+            _leaky_slope(xp, a, leak, o)
+            o *= a
+
+    def backward(o, a, g):
+        if leak == 0:
+            positive = workspace("relu_mask", a.shape, bool, xp)
+            xp.greater(a, zero, out=positive)
+            xp.multiply(g, positive, out=o)
+        else:
+            _leaky_slope(xp, a, leak, o)
+            o *= g
+
+    if dzdy is None:
+        elementwise(forward, flat_out, flat_x)
+    else:
+        elementwise(backward, flat_out, flat_x, flat_dy)
+    return out
+
+
+def _leaky_slope(xp, a, leak, out):
+    """``out = 1 where a > 0 else leak`` (NaN: ``leak``)."""
+    positive = workspace("relu_mask", a.shape, bool, xp)
+    xp.greater(a, 0, out=positive)
+    out[...] = leak
+    xp.copyto(out, a.dtype.type(1), where=positive)
 
 
 def _sigmoid(x, xp):
