@@ -44,12 +44,11 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 def worker(args):
     """One worker: time the step on this worker's share; rank 0 prints JSON."""
-    if args.threads == 1:
-        # vlnn runs convolution chunks on two Python threads; a worker that
-        # shares the cores with another keeps to one (no public setting yet)
-        import vlnn.conv
+    import vlnn
 
-        vlnn.conv._THREADS = 1
+    # a worker that shares the cores with another keeps to its share (what
+    # cnn_train does under mpiexec)
+    vlnn.set_num_threads(args.threads)
     from bench_train import lenet
     from simplenn import vl_simplenn
     from simplenn.struct import Struct

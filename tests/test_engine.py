@@ -264,3 +264,36 @@ def test_learning_rate_schedule_and_stop(tmp_path):
     assert seen == [0.1, 0.25]  # epoch 2 takes entry 2 of the new schedule; 0 stops
     assert len(stats.train) == 2
     assert math.isfinite(stats.train[-1].objective)
+
+
+def test_workers_on_one_machine_share_its_cores():
+    # MPI workers on one machine each get cores // workers threads (blocks
+    # and BLAS) while training, and the settings come back afterwards
+    import os
+
+    import vlnn
+    from simplenn.training.loop import _cores_shared
+
+    before = vlnn.get_num_threads()
+    with _cores_shared(2):
+        assert vlnn.get_num_threads() == min(before, max(1, (os.cpu_count() or 1) // 2))
+    assert vlnn.get_num_threads() == before
+    with _cores_shared(1):
+        assert vlnn.get_num_threads() == before
+
+
+def test_set_num_threads_round_trip_and_errors():
+    import vlnn
+
+    previous = vlnn.set_num_threads(1)
+    try:
+        assert vlnn.get_num_threads() == 1
+        x = np.random.default_rng(0).standard_normal((64, 64, 32, 8)).astype(np.float32)
+        one = vlnn.vl_nnrelu(x, x)
+        vlnn.set_num_threads(3)
+        np.testing.assert_array_equal(vlnn.vl_nnrelu(x, x), one)
+        with pytest.raises(ValueError, match="set_num_threads: n must be a positive integer"):
+            vlnn.set_num_threads(0)
+    finally:
+        vlnn.set_num_threads(previous)
+    assert vlnn.get_num_threads() == previous

@@ -23,6 +23,7 @@ from .loss import vl_nnloss, vl_nnsoftmaxloss
 from .normalization import (vl_nnbnorm, vl_nnnoffset, vl_nnnormalize, vl_nnnormalizelp,
                             vl_nnspnorm)
 from .pool import vl_nnpool
+from ._threads import get_num_threads, set_num_threads
 from .rng import get_random_generator, set_random_generator, set_random_seed
 from .sampling import vl_nnbilinearsampler, vl_nnroipool
 from .tensors import vl_nnconcat, vl_nncrop, vl_taccum
@@ -34,4 +35,5 @@ __all__ = [
     "vl_nnbilinearsampler", "vl_nnroipool", "vl_nnpdist", "vl_nnconcat", "vl_nncrop", "vl_taccum",
     "set_workspace_limit", "get_workspace_limit",
     "vl_argparse", "vl_imreadjpeg", "set_random_seed", "get_random_generator", "set_random_generator",
+    "set_num_threads", "get_num_threads",
 ]

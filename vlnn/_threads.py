@@ -95,6 +95,31 @@ class blas_threads:
                     blas_threads._limiter = None
 
 
+def set_num_threads(n):
+    """Use ``n`` threads for the blocks' parallel work (default 2, the
+    cores of the machines this was tuned on); returns the previous count.
+
+    Under MPI with several workers on one machine, the trainers give each
+    worker its share of the cores this way (and hold BLAS at that share),
+    so that the workers do not oversubscribe the cores.
+    """
+    global THREADS, _pool
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be a positive integer, got {n}")
+    with _pool_lock:
+        previous, THREADS = THREADS, n
+        if n != previous and _pool is not None:
+            _pool.shutdown(wait=True)
+            _pool = None
+    return previous
+
+
+def get_num_threads():
+    """The number of threads the blocks use (:func:`set_num_threads`)."""
+    return THREADS
+
+
 def workers_for(xp, count, nbytes=None):
     """How many threads to use for ``count`` independent pieces of work on
     arrays of module ``xp`` (``nbytes`` in all, when known): 1 for CuPy, for

@@ -81,6 +81,7 @@ class SingleProcess:
 
     rank = 0
     size = 1
+    local_size = 1
 
     def allreduce_arrays(self, arrays):
         return arrays
@@ -114,6 +115,8 @@ class MPICommunicator:
         self.comm = mpi.COMM_WORLD
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
+        # the workers sharing this machine's cores (and memory) with this one
+        self.local_size = self.comm.Split_type(mpi.COMM_TYPE_SHARED).Get_size()
         self.allreduce_seconds = 0.0  # time spent in allreduce_arrays (benchmarks)
         self.allreduce_calls = 0
         previous = sys.excepthook

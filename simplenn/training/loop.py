@@ -42,6 +42,7 @@ combined at the end of each epoch (averages weighted by ``num``, ``num``
 summed), and only worker 0 prints, plots and writes checkpoints.
 """
 
+import contextlib
 import cProfile
 import io
 import math
@@ -98,7 +99,8 @@ class Trainer:
         """Train; returns ``(state, stats)``, ``stats`` holding one record
         per epoch in ``stats.train`` and ``stats.val``."""
         try:
-            return self._run()
+            with _cores_shared(getattr(self.comm, "local_size", 1)):
+                return self._run()
         except BaseException as exc:
             self.comm.abort_on_error(exc, self.fname)
             raise
@@ -314,3 +316,26 @@ def combine_statistics(per_worker):
         out.num = total
         combined[mode] = out
     return combined
+
+
+@contextlib.contextmanager
+def _cores_shared(workers):
+    """With ``workers`` processes on this machine (MPI), give each its
+    share of the cores: the blocks' threads (:func:`vlnn.set_num_threads`)
+    and the BLAS threads are held at ``cores // workers`` (at least 1)
+    while training runs, then restored.  Without that, every worker would
+    start as many threads as there are cores and the workers would fight
+    for them.  One worker: nothing changes."""
+    if workers <= 1:
+        yield
+        return
+    import vlnn
+    from vlnn._threads import blas_threads
+
+    share = max(1, (os.cpu_count() or 1) // workers)
+    previous = vlnn.set_num_threads(min(share, vlnn.get_num_threads()))
+    try:
+        with blas_threads(share):
+            yield
+    finally:
+        vlnn.set_num_threads(previous)
