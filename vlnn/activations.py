@@ -89,7 +89,7 @@ def _leaky_slope(xp, a, leak, out):
     xp.copyto(out, a.dtype.type(1), where=positive)
 
 
-def _sigmoid(x, xp):
+def stable_sigmoid(x, xp):
     """``1 / (1 + exp(-x))`` without overflow: only ``exp(-|x|)`` is taken."""
     small = xp.exp(-xp.abs(x))
     one = x.dtype.type(1)
@@ -135,7 +135,7 @@ def vl_nnsigmoid(x, *args, dzdy=None, **opts):
     parse_options(fname, args, opts, {})
     xp, _, (x, dzdy) = block_tensors(fname, x=x, dzdy=dzdy)
     if dzdy is None:
-        return _sigmoid(x, xp)
+        return stable_sigmoid(x, xp)
     check_derivative(fname, dzdy, x.shape, "x")
     # Y (1 - Y) == e / (1 + e)^2 with e = exp(-|X|), for either sign of X
     small = xp.exp(-xp.abs(x))

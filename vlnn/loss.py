@@ -5,7 +5,7 @@ import numpy as np
 
 from ._backend import block_tensors, like_shape, to4d
 from ._options import as_float, as_int, parse_options, split_derivative
-from .activations import _sigmoid
+from .activations import stable_sigmoid
 
 
 def _real_array(a, fname, name, xp):
@@ -313,7 +313,7 @@ def _binary_derivative(loss, x4, labels, p, xp):
         return -p / (x4 + (labels - 1) * x4.dtype.type(0.5))
     if loss == "logistic":
         # c / (1 + exp(c x)) == c * sigmoid(-c x), evaluated without overflow
-        return -p * labels * _sigmoid(-labels * x4, xp)
+        return -p * labels * stable_sigmoid(-labels * x4, xp)
     return -p * labels * (labels * x4 < 1)    # hinge
 
 
