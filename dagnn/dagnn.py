@@ -425,18 +425,23 @@ class DagNN:
             del self.layers[i]
         self.rebuild()
 
-    def _quiet(self, fname, args, opts):
-        return parse_options(fname, args, opts, {"quiet": False}).quiet
+    def _rename_source(self, fname, what, index, oldName, args, opts):
+        """The index of the thing a rename* call renames, or ``None`` (with
+        MatConvNet's warning unless the option ``quiet``) when it is missing."""
+        quiet = parse_options(fname, args, opts, {"quiet": False}).quiet
+        if isinstance(index, float):
+            if not quiet:
+                warnings.warn(f"There is no {what} '{oldName}'.", stacklevel=3)
+            return None
+        return index
 
     def renameLayer(self, oldName, newName, *args, **opts):
         """Rename the layer ``oldName`` to ``newName``.  A missing
         ``oldName`` is a warning (none with ``quiet=True``) and nothing
         changes; an existing ``newName`` is a ``ValueError``."""
-        quiet = self._quiet("DagNN.renameLayer", args, opts)
-        index = self.getLayerIndex(oldName)
-        if isinstance(index, float):
-            if not quiet:
-                warnings.warn(f"There is no layer '{oldName}'.", stacklevel=2)
+        index = self._rename_source("DagNN.renameLayer", "layer", self.getLayerIndex(oldName), oldName,
+                                    args, opts)
+        if index is None:
             return
         if any(layer.name == newName for layer in self.layers):
             raise ValueError(f"There is already a layer '{newName}'.")
@@ -451,11 +456,9 @@ class DagNN:
         slot (value, flags) under the new name.  A missing ``oldName`` is a
         warning (none with ``quiet=True``) and nothing changes.
         """
-        quiet = self._quiet("DagNN.renameVar", args, opts)
-        v = self.getVarIndex(oldName)
-        if isinstance(v, float):
-            if not quiet:
-                warnings.warn(f"There is no variable '{oldName}'.", stacklevel=2)
+        v = self._rename_source("DagNN.renameVar", "variable", self.getVarIndex(oldName), oldName,
+                                    args, opts)
+        if v is None:
             return
         exists = any(var.name == newName for var in self.vars)
         for layer in self.layers:
@@ -470,11 +473,9 @@ class DagNN:
         """Rename the parameter ``oldName`` to ``newName`` in every layer.
         A missing ``oldName`` is a warning (none with ``quiet=True``); an
         existing ``newName`` is a ``ValueError``."""
-        quiet = self._quiet("DagNN.renameParam", args, opts)
-        p = self.getParamIndex(oldName)
-        if isinstance(p, float):
-            if not quiet:
-                warnings.warn(f"There is no parameter '{oldName}'.", stacklevel=2)
+        p = self._rename_source("DagNN.renameParam", "parameter", self.getParamIndex(oldName), oldName,
+                                    args, opts)
+        if p is None:
             return
         if any(param.name == newName for param in self.params):
             raise ValueError(f"There is already a parameter '{newName}'.")
