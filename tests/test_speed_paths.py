@@ -286,6 +286,17 @@ def test_relu_pieces_equal_whole_array(dtype, order, shape, leak, split_everythi
         assert y.strides == x.strides
 
 
+def test_zeros_operand_is_shared_read_only_and_grows():
+    from vlnn._im2col import zeros_operand
+    a = zeros_operand(5, np.float32, np)
+    assert a.shape == (5,) and a.dtype == np.float32 and not a.any()
+    with pytest.raises(ValueError, match="read-only"):
+        a[0] = 1
+    b = zeros_operand(1000, np.float32, np)      # grows; the old view stays valid
+    assert b.shape == (1000,) and not b.any() and not a.any()
+    assert zeros_operand(3, np.float64, np).dtype == np.float64
+
+
 # ---------------------------------------------------------------------------
 # vl_nnbnorm: chunk passes on the shared threads
 

@@ -69,6 +69,28 @@ def workspace(slot, shape, dtype, xp):
     return flat[:size].reshape(shape)
 
 
+_zeros = {}
+
+
+def zeros_operand(size, dtype, xp):
+    """A read-only 1-D array of ``size`` zeros of ``dtype``, shared by all
+    calls and threads (grown as needed, never written).
+
+    numpy's ``maximum``/``fmax``/``greater`` run SIMD loops only when both
+    operands are arrays: against a scalar zero they are 3-5x slower
+    (55x55x96x16 float32, ``fmax(x, 0)``: 0.7 against 0.21 ns per element
+    in cache)."""
+    dtype = np.dtype(dtype)
+    key = (dtype.str, xp.__name__)
+    flat = _zeros.get(key)
+    if flat is None or flat.size < size:
+        flat = xp.zeros(max(int(size), 1), dtype=dtype)
+        if xp is np:
+            flat.flags.writeable = False
+        _zeros[key] = flat
+    return flat[:size]
+
+
 def fill_padded(dst, src, row0, col0, planar):
     """Copy the images ``src`` (``N x H x W x C``) into ``dst`` seen as a window
     of the zero-padded images whose top-left is image row ``row0``, column

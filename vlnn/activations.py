@@ -1,7 +1,7 @@
 """Activations: the point-wise vl_nnrelu and vl_nnsigmoid, and vl_nnsoftmax over channels."""
 
 from ._backend import block_tensors, check_derivative, like_shape, shape4, to4d
-from ._im2col import workspace
+from ._im2col import workspace, zeros_operand
 from ._threads import elementwise, memory_flat
 from ._options import as_float, parse_options, split_derivative
 
@@ -58,9 +58,11 @@ def vl_nnrelu(x, *args, dzdy=None, **opts):
             return dzdy * (x > 0)
         return dzdy * xp.where(x > 0, x.dtype.type(1), leak)
 
+    # (fmax's zero is an array operand: its SIMD loop needs two arrays)
     def forward(o, a):
         if leak == 0:
-            xp.fmax(a, zero, out=o)      # MATLAB max(x, 0) maps NaN to 0
+            # MATLAB max(x, 0) maps NaN to 0
+            xp.fmax(a, zeros_operand(a.size, a.dtype, xp), out=o)
         else:
             _leaky_slope(xp, a, leak, o)
             o *= a
