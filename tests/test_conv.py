@@ -342,7 +342,7 @@ def small_workspace():
 # conv.py picks an engine per layer ('direct', 'im2col' or, at unit stride,
 # 'shifted'); its _FORCE_STRATEGY hook lets the tests run every case
 # through each engine.
-STRATEGIES = ["im2col", "shifted"] if hasattr(conv_module, "_FORCE_STRATEGY") else []
+STRATEGIES = ["im2col", "shifted", "rows"] if hasattr(conv_module, "_FORCE_STRATEGY") else []
 
 
 @contextlib.contextmanager

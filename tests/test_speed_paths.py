@@ -236,6 +236,67 @@ def test_conv_tap_major_dx_matches_interleaved(dtype, order, case, monkeypatch):
     np.testing.assert_allclose(got_t, ref_t, rtol=tol, atol=tol * np.abs(ref_t).max())
 
 
+ROWS_CASES = [
+    # x shape, w shape, options (stride 1: the filter-row engine's domain)
+    ((1, 1, 1, 1), (1, 1, 1, 1), {"pad": 0}),                     # 1 pixel, 1 channel
+    ((1, 1, 3, 2), (3, 3, 3, 2), {"pad": 1}),                     # 1-pixel image, padded
+    ((5, 4, 1, 3), (3, 2, 1, 2), {"pad": [1, 0, 2, 1]}),          # one channel
+    ((6, 9, 12, 1), (2, 3, 12, 3), {"dilate": [2, 1], "pad": 2}),  # batch 1, dilation
+    ((7, 6, 8, 5), (3, 3, 4, 6), {"pad": [0, 2, 1, 1], "dilate": [1, 2]}),  # 2 groups
+    ((8, 8, 16, 7), (5, 5, 16, 4), {"pad": 2}),
+    ((4, 5, 6, 3), (3, 3, 6, 5), {"pad": [3, 0, 0, 4]}),           # pad beyond the filter
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("order", ["c", "nhwc"])
+@pytest.mark.parametrize("case", ROWS_CASES)
+@pytest.mark.parametrize("one_image_chunks", [False, True])
+def test_conv_rows_matches_im2col(dtype, order, case, one_image_chunks, split_everything):
+    xs, ws, opts = case
+    r = rng(8)
+    x = _layout(r.standard_normal(xs).astype(dtype), order)
+    w = r.standard_normal(ws).astype(dtype)
+    b = r.standard_normal(ws[3]).astype(dtype)
+    if one_image_chunks:          # several chunks, on three threads
+        split_everything.setattr(conv_module, "_CHUNK_BYTES", 1)
+    results = {}
+    for strategy in ("im2col", "rows", "rows"):
+        split_everything.setattr(conv_module, "_FORCE_STRATEGY", strategy)
+        y = vl_nnconv(x, w, b, **opts)
+        dy = _layout(rng(9).standard_normal(y.shape).astype(dtype), order)
+        xt = _layout(rng(10).standard_normal((4, 3, ws[3], 2)).astype(dtype), order)
+        got = (y,) + vl_nnconv(x, w, b, dy, **opts) + (vl_nnconvt(xt, w, None),)
+        if strategy in results:          # deterministic from run to run
+            for a, e in zip(got, results[strategy]):
+                _same(a, e)
+        results[strategy] = got
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for a, e in zip(results["rows"], results["im2col"]):
+        assert a.shape == e.shape and a.dtype == e.dtype
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol * max(1.0, np.abs(e).max()))
+
+
+def test_conv_strategy_choice():
+    """The automatic choice at stride 1: shifted GEMMs with little padding,
+    filter rows for wider padding or dilation when images have enough
+    pixels, im2col for few channels or tiny images and for strides."""
+    def strategy(xs, ws, pad=0, stride=1, dilate=1):
+        h, w, c, n = xs
+        fh, fw, fc, k = ws
+        eh, ew = (fh - 1) * dilate + 1, (fw - 1) * dilate + 1
+        ho, wo = (h + 2 * pad - eh) // stride + 1, (w + 2 * pad - ew) // stride + 1
+        return conv_module._strategy(conv_module._Geometry(
+            n, h, w, c, fh, fw, fc, k, c // fc, stride, stride, (pad,) * 4, dilate, dilate,
+            ho, wo, eh, ew))
+    assert strategy((56, 56, 128, 8), (3, 3, 128, 128), pad=1) == "shifted"    # VGG
+    assert strategy((16, 16, 32, 100), (5, 5, 32, 32), pad=2) == "rows"       # CIFAR conv2
+    assert strategy((32, 32, 64, 16), (3, 3, 64, 64), pad=2, dilate=2) == "rows"
+    assert strategy((12, 12, 20, 100), (5, 5, 20, 50)) == "im2col"            # LeNet: 8x8 out
+    assert strategy((32, 32, 3, 100), (5, 5, 3, 32), pad=2) == "im2col"       # 3 channels
+    assert strategy((32, 32, 64, 16), (3, 3, 64, 128), pad=1, stride=2) == "im2col"
+
+
 # ---------------------------------------------------------------------------
 # vl_nnrelu: one fused pass over flat pieces on the shared threads
 
