@@ -41,11 +41,11 @@ _SHIFTED_MAX_WASTE = 1.2
 # output images of at least this many pixels run by filter rows (_conv_rows)
 # instead of im2col.  Measured fwd+bwd against im2col, 2 threads: CIFAR conv2
 # (16x16, 5x5x32x32 pad 2) -20 to -35%, dilate 2 (32x32, 3x3x64) -17 to -33%,
-# AlexNet conv2 -5%, 13x13 layers (169 pixels) even; LeNet conv2 (8x8 = 64
-# pixels: GEMMs 64 rows deep) +40%.  The dilated layers that took shifted
-# GEMMs are faster this way too (dilate 2: -13%).
+# AlexNet conv2 -5%; 13x13 layers (169 pixels) even or up to 5% slower, LeNet
+# conv2 (8x8 = 64 pixels: GEMMs 64 rows deep) +35-40%.  Dilated layers, which
+# took shifted GEMMs before, are as fast or faster this way (dilate 2: -2 to -13%).
 _ROWS_MIN_FC = 16
-_ROWS_MIN_PIXELS = 128
+_ROWS_MIN_PIXELS = 200
 # Tests and benchmarks may force 'im2col', 'shifted' or 'rows' (None: automatic).
 _FORCE_STRATEGY = None
 # Chunks run on the shared threads (vlnn._threads), BLAS at this many threads each.
