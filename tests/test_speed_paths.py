@@ -277,6 +277,76 @@ def test_conv_rows_matches_im2col(dtype, order, case, one_image_chunks, split_ev
         np.testing.assert_allclose(a, e, rtol=tol, atol=tol * max(1.0, np.abs(e).max()))
 
 
+S2D_CASES = [
+    # x shape, w shape, options: strided layers whose filters are whole strides
+    ((8, 8, 3, 2), (4, 4, 3, 5), {"stride": 2, "pad": 1}),
+    ((9, 7, 1, 1), (2, 2, 1, 3), {"stride": 2}),                          # one channel, batch 1
+    ((11, 10, 4, 3), (4, 6, 4, 2), {"stride": [2, 3], "pad": [3, 0, 1, 2]}),  # pad > stride
+    ((13, 12, 2, 2), (6, 3, 2, 4), {"stride": 3, "pad": [0, 1, 2, 0]}),    # rows past the last window
+    ((2, 2, 3, 2), (2, 2, 3, 2), {"stride": 2, "pad": [1, 1, 1, 1]}),      # 2x2 image
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("order", ["c", "nhwc"])
+@pytest.mark.parametrize("case", S2D_CASES)
+@pytest.mark.parametrize("engine", ["rows", "shifted"])
+def test_conv_space_to_depth_matches_im2col(dtype, order, case, engine, split_everything):
+    xs, ws, opts = case
+    r = rng(11)
+    x = _layout(r.standard_normal(xs).astype(dtype), order)
+    w = r.standard_normal(ws).astype(dtype)
+    b = r.standard_normal(ws[3]).astype(dtype)
+    # convt with upsample = stride and the same filters runs the same folding
+    stride = opts["stride"]
+    convt_opts = {"upsample": stride, "crop": opts.get("pad", 0)}
+    xt = _layout(rng(12).standard_normal((3, 4, ws[3], 2)).astype(dtype), order)
+    calls = []
+    real = conv_module._conv_space_to_depth
+    split_everything.setattr(conv_module, "_conv_space_to_depth",
+                             lambda *a: calls.append(1) or real(*a))
+    results = {}
+    for strategy in ("im2col", engine, engine):
+        split_everything.setattr(conv_module, "_FORCE_STRATEGY", strategy)
+        calls.clear()
+        y = vl_nnconv(x, w, b, **opts)
+        dy = _layout(rng(13).standard_normal(y.shape).astype(dtype), order)
+        bt = rng(18).standard_normal(ws[2]).astype(dtype)
+        yt = vl_nnconvt(xt, w, bt, **convt_opts)
+        dyt = _layout(rng(14).standard_normal(yt.shape).astype(dtype), order)
+        got = (y,) + vl_nnconv(x, w, b, dy, **opts) + (yt,) + vl_nnconvt(xt, w, bt, dyt,
+                                                                          **convt_opts)
+        assert len(calls) == (0 if strategy == "im2col" else 4)
+        if strategy in results:          # deterministic from run to run
+            for a, e in zip(got, results[strategy]):
+                _same(a, e)
+        results[strategy] = got
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for a, e in zip(results[engine], results["im2col"]):
+        assert a.shape == e.shape and a.dtype == e.dtype
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol * max(1.0, np.abs(e).max()))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("engine", ["rows", "shifted"])
+def test_conv_space_to_depth_keeps_nan_local(engine, monkeypatch):
+    """NaN in the data or the filters reaches only what reads it, as with
+    im2col (API.md): the folded layer's engines fall back where needed."""
+    x = rng(15).standard_normal((9, 9, 3, 2))
+    w = rng(16).standard_normal((4, 4, 3, 2))
+    x[0, 0, 1, 1] = np.nan
+    w[3, 3, 0, 1] = np.nan
+    dy = rng(17).standard_normal((4, 4, 2, 2))
+    got = {}
+    for strategy in ("im2col", engine):
+        monkeypatch.setattr(conv_module, "_FORCE_STRATEGY", strategy)
+        got[strategy] = (vl_nnconv(x, w, None, stride=2, pad=[1, 0, 1, 0]),) + \
+            vl_nnconv(x, w, None, dy, stride=2, pad=[1, 0, 1, 0])[:2]
+    for a, e in zip(got[engine], got["im2col"]):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(e))
+        np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12)
+
+
 def test_conv_strategy_choice():
     """The automatic choice at stride 1: shifted GEMMs with little padding,
     filter rows for wider padding or dilation when images have enough

@@ -46,6 +46,10 @@ _SHIFTED_MAX_WASTE = 1.2
 # took shifted GEMMs before, are as fast or faster this way (dilate 2: -2 to -13%).
 _ROWS_MIN_FC = 16
 _ROWS_MIN_PIXELS = 200
+# Strided layers whose filters are a whole number of strides fold their input
+# into channels and run at stride 1 (_space_to_depth) when a stride-1 engine
+# takes the folded layer.
+_SPACE_TO_DEPTH = True
 # Tests and benchmarks may force 'im2col', 'shifted' or 'rows' (None: automatic).
 _FORCE_STRATEGY = None
 # Chunks run on the shared threads (vlnn._threads), BLAS at this many threads each.
@@ -137,9 +141,93 @@ def _strategy(geom):
     return "im2col"
 
 
+def _space_to_depth(geom):
+    """The stride-1 geometry that computes a strided layer whose filter
+    size is a multiple of the stride (e.g. 4x4 filters at stride 2, the
+    usual 2x upsampling vl_nnconvt), or None.
+
+    Output ``(i, j)`` reads padded pixels ``(i*SY + u, j*SX + v)``; with
+    ``u = SY*a + ry`` and ``v = SX*b + rx`` it reads pixel ``(i + a, j + b)``
+    of the padded input folded ``SY x SX`` into channels ``(ry, rx, c)``
+    with the ``FH/SY x FW/SX`` filter ``W'[a, b, (ry, rx, c)] = W[SY*a + ry,
+    SX*b + rx, c]``: the same products, no zero taps, and wide channels for
+    the stride-1 engines.  Used when one of those takes the folded layer
+    (a filter of exactly one stride, e.g. 2x2 at stride 2, folds to a 1x1
+    filter: one plain GEMM)."""
+    sy, sx = geom.stride_y, geom.stride_x
+    if (sy, sx) == (1, 1) or geom.groups != 1 or (geom.dil_y, geom.dil_x) != (1, 1) \
+            or geom.fh % sy or geom.fw % sx or _FORCE_STRATEGY == "im2col" \
+            or not _SPACE_TO_DEPTH:
+        return None
+    hp, wp = (geom.ho - 1) * sy + geom.fh, (geom.wo - 1) * sx + geom.fw
+    fh, fw, c = geom.fh // sy, geom.fw // sx, sy * sx * geom.c
+    folded = _Geometry(geom.n, hp // sy, wp // sx, c, fh, fw, c, geom.k, 1, 1, 1, (0, 0, 0, 0),
+                       1, 1, geom.ho, geom.wo, fh, fw)
+    return folded if _strategy(folded) in ("direct", "rows", "shifted") else None
+
+
+def _phases(size, pad, stride, folded_size):
+    """Per phase ``r < stride``: ``(first, count, start)``, the image
+    pixels ``first, first + stride, ...`` (``count`` of them) sitting at
+    padded positions ``r, r + stride, ...`` that fall inside the image,
+    the first of them at folded position ``start``."""
+    out = []
+    for r in range(stride):
+        first = (r - pad) % stride
+        stop = min(size, folded_size * stride - pad)     # image pixels the fold holds
+        count = len(range(first, stop, stride)) if stop > first else 0
+        out.append((first, count, (first + pad) // stride))
+    return out
+
+
+def _conv_space_to_depth(geom, folded, wmat, xp, dtype, x4, dy4, want_y, want_dx, want_dw):
+    """:func:`_conv` of a strided layer through its :func:`_space_to_depth`
+    geometry: fold the padded input (one strided copy per phase), run the
+    stride-1 engine, unfold dx (the same copies the other way) and dw."""
+    sy, sx = geom.stride_y, geom.stride_x
+    rows = _phases(geom.h, geom.pad[0], sy, folded.h)
+    cols = _phases(geom.w, geom.pad[2], sx, folded.w)
+    # W'[a, b, (ry, rx, c), k] = W[SY*a + ry, SX*b + rx, c, k]
+    w6 = wmat[0].reshape(folded.fh, sy, folded.fw, sx, geom.fc, geom.k)
+    wfold = xp.ascontiguousarray(w6.transpose(0, 2, 1, 3, 4, 5)).reshape(1, -1, geom.k)
+    xf = None
+    if x4 is not None:
+        x = x4.transpose(3, 0, 1, 2)
+        xf6 = xp.empty((geom.n, folded.h, folded.w, sy, sx, geom.c), dtype)
+        for ry, (i0, ni, a0) in enumerate(rows):
+            for rx, (j0, nj, b0) in enumerate(cols):
+                # folded (a, b) holds image pixel (i0 + (a - a0) SY, j0 + (b - b0) SX)
+                fill_padded(xf6[:, :, :, ry, rx], x[:, i0::sy, j0::sx][:, :ni, :nj],
+                            -a0, -b0, planar=False)
+        xf = xf6.reshape(geom.n, folded.h, folded.w, folded.c).transpose(1, 2, 3, 0)
+    y, dxf, dwf = _conv(folded, wfold, xp, dtype, x4=xf, dy4=dy4,
+                        want_y=want_y, want_dx=want_dx, want_dw=want_dw)
+    dx = dwmat = None
+    if want_dx:
+        dxf6 = dxf.reshape(geom.n, folded.h, folded.w, sy, sx, geom.c)
+        dx = xp.empty((geom.n, geom.h, geom.w, geom.c), dtype)
+        for ry, (i0, ni, a0) in enumerate(rows):
+            for rx, (j0, nj, b0) in enumerate(cols):
+                dx[:, i0:i0 + ni * sy:sy, j0:j0 + nj * sx:sx] = \
+                    dxf6[:, a0:a0 + ni, b0:b0 + nj, ry, rx]
+        # pixels past the last window: read by none
+        h_read = min(geom.h, folded.h * sy - geom.pad[0])
+        w_read = min(geom.w, folded.w * sx - geom.pad[2])
+        dx[:, h_read:] = 0
+        dx[:, :, w_read:] = 0
+    if want_dw:
+        dwmat = dwf.reshape(folded.fh, folded.fw, sy, sx, geom.fc, geom.k) \
+            .transpose(0, 2, 1, 3, 4, 5).reshape(1, -1, geom.k)
+    return y, dx, dwmat
+
+
 def _conv(geom, wmat, xp, dtype, x4=None, dy4=None, want_y=False, want_dx=False, want_dw=False):
     """Run the engine chosen by :func:`_strategy` on ``H x W x C x N`` views;
     returns NHWC ``(y, dx, dwmat)``."""
+    folded = _space_to_depth(geom)
+    if folded is not None:
+        return _conv_space_to_depth(geom, folded, wmat, xp, dtype, x4, dy4,
+                                    want_y, want_dx, want_dw)
     # Shifted GEMMs also multiply input pixels (for dw) and filters (for dx)
     # by the zeros that stand for invalid output positions; with a NaN or Inf
     # there, 0 * NaN would leak where MatConvNet has none: take im2col then.
