@@ -40,6 +40,9 @@ _MAX_EXPANDED = 1 << 16
 _MIN_ROW = 1024
 # Threads for batch normalisation's chunk passes (see vl_nnbnorm).
 _BNORM_THREADS = 1
+# Batch normalisation's reference for the shifted moments is the mean of
+# every _MOMENT_SAMPLE-th slab of the data (see vl_nnbnorm).
+_MOMENT_SAMPLE = 8
 
 
 class _ChannelView:
@@ -674,12 +677,17 @@ def vl_nnbnorm(x, g, b, *args, dzdy=None, return_moments=False, **opts):
     x3 = view.of(x4)
     dy3 = view.of(to4d(dzdy)) if dzdy is not None else None
     dtype = x.dtype.type
-    # Corrected two-pass moments: a first mean MU0, then the sums of
-    # D = X - MU0 and D^2 give MU = MU0 + mean(D) and the biased variance
+    # Shifted moments: with a reference REF close to the mean, the sums of
+    # D = X - REF and D^2 give MU = REF + mean(D) and the biased variance
     # mean(D^2) - mean(D)^2.  This is MatConvNet's E[X^2] - MU^2 without its
     # cancellation (never negative), and float32 data keep float32 accuracy
-    # however large their mean.  The backward's sums over DZDY and DZDY D
-    # share the second pass.  Chunk sums are accumulated in float64.
+    # however large their mean.  REF is the mean of every SAMPLE-th slab of
+    # the P axis (at least 1/SAMPLE of the data), so |mean(D)| <= SIGMA *
+    # sqrt(SAMPLE - 1) whatever the data, and the variance loses at most a
+    # factor SAMPLE of relative accuracy (float32: ~5e-7).  One pass then
+    # gives all the sums (the backward's sums over DZDY and DZDY D too), and
+    # the backward keeps D in its output, where the last pass turns it into
+    # DX in place.  Chunk sums are accumulated in float64.
     # The chunk passes can run on the shared threads (per-channel sums
     # accumulated per thread over fixed chunks, added in thread order), but
     # on 2 cores that measured no faster than one thread (27x27x96x16:
@@ -702,37 +710,39 @@ def vl_nnbnorm(x, g, b, *args, dzdy=None, return_moments=False, **opts):
         run_chunks(lambda k, rows: body(rows), view.chunks, workers)
 
     if given is None:
-        def first_pass(rows, sums):
-            sums[0] += view.channel_sum(view.part(x3, rows))
-        total, = chunk_sums(1, first_pass)
-        reference = (total / count).astype(dtype)              # MU0
+        sample = x3[::_MOMENT_SAMPLE]
+        reference = (view.channel_sum(sample) / (sample.size // c)).astype(dtype)  # REF
     else:
         reference = mu
-    if given is None or dzdy is not None:
-        reference_operand = view.channel(reference)
+    reference_operand = view.channel(reference)
+    out3, out = view.empty(x.dtype)
 
-        def second_pass(rows, sums):
-            sum_d, sum_dd, sum_dy, sum_dyd = sums
-            xs = view.part(x3, rows)
-            d = xp.subtract(xs, reference_operand.on(xs), out=_scratch("bnorm_d", xs, xp))
-            if dzdy is not None:
-                dys = view.part(dy3, rows)
-                sum_dy += view.channel_sum(dys)
-                sum_dyd += view.channel_sum(xp.multiply(dys, d, out=_scratch("bnorm_e", xs, xp)))
-            if given is None:
-                sum_d += view.channel_sum(d)
-                sum_dd += view.channel_sum(xp.multiply(d, d, out=d))
-        sum_d, sum_dd, sum_dy, sum_dyd = chunk_sums(4, second_pass)
+    def difference_pass(rows, sums):
+        sum_d, sum_dd, sum_dy, sum_dyd = sums
+        xs = view.part(x3, rows)
+        # the backward keeps D in its output; the forward recomputes X - MU
+        # below, so that Y is the same with the moments given or computed
+        d = xp.subtract(xs, reference_operand.on(xs), out=view.part(out3, rows)
+                        if dzdy is not None else _scratch("bnorm_d", xs, xp))
+        if dzdy is not None:
+            dys = view.part(dy3, rows)
+            sum_dy += view.channel_sum(dys)
+            sum_dyd += view.channel_sum(xp.multiply(dys, d, out=_scratch("bnorm_e", xs, xp)))
+        if given is None:
+            sum_d += view.channel_sum(d)
+            sum_dd += view.channel_sum(xp.multiply(d, d, out=_scratch("bnorm_e", xs, xp)))
+    sum_d, sum_dd, sum_dy, sum_dyd = chunk_sums(4, difference_pass)
     if given is None:
         shift = sum_d / count
         variance = xp.maximum(sum_dd / count - shift * shift, 0)
         mu = (reference + shift).astype(dtype)
         sigma = xp.sqrt(variance + epsilon).astype(dtype)
         moments = xp.stack([mu, sigma], axis=1) if return_moments else None
-    mean = view.channel(mu)
+    # X - MU = D - (MU - REF), exactly D with given moments
+    offset = mu.astype(xp.float64) - reference
 
-    out3, out = view.empty(x.dtype)
     if dzdy is None:
+        mean = view.channel(mu)
         ratio, offset = view.channel(gain / sigma), view.channel(bias)
 
         def normalise(rows):
@@ -743,18 +753,19 @@ def vl_nnbnorm(x, g, b, *args, dzdy=None, return_moments=False, **opts):
         each_chunk(normalise)
         return (out, moments) if return_moments else out
 
-    # sum DZDY (X - MU) = sum DZDY D - (MU - MU0) sum DZDY
+    # sum DZDY (X - MU) = sum DZDY D - (MU - REF) sum DZDY
     dbias = sum_dy.astype(dtype)
-    dgain = ((sum_dyd - (mu.astype(xp.float64) - reference) * sum_dy) / sigma).astype(dtype)
+    dgain = ((sum_dyd - offset * sum_dy) / sigma).astype(dtype)
     ratio = gain / sigma
     # DX = ratio (DZDY - DB/M) - ratio DG / (M SIGMA) (X - MU)
-    centered_coef = view.channel(-ratio * dgain / (count * sigma))
-    constant = view.channel(-ratio * dbias / count)
+    #    = coef D + (constant - coef offset) + ratio DZDY,  coef = -ratio DG / (M SIGMA)
+    coef = -ratio * dgain / (count * sigma)
+    centered_coef = view.channel(coef)
+    constant = view.channel((-ratio * dbias / count - coef * offset).astype(dtype))
     ratio = view.channel(ratio)
 
     def derivative(rows):
         dxs = view.part(out3, rows)
-        xp.subtract(view.part(x3, rows), mean.on(dxs), out=dxs)
         dxs *= centered_coef.on(dxs)
         dxs += constant.on(dxs)
         dxs += xp.multiply(view.part(dy3, rows), ratio.on(dxs), out=_scratch("bnorm_d", dxs, xp))
