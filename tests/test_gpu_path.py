@@ -213,6 +213,38 @@ def test_block_on_the_device(gpu, name):
     assert_same_on_device(got, want, where=name)
 
 
+CONV_ENGINE_CASES = [
+    # x, w, options: stride 1 (every engine), and strided with filters of
+    # whole strides (folded into channels for the stride-1 engines)
+    ((6, 7, 4, 2), (3, 2, 4, 5), {"pad": [1, 0, 2, 1], "dilate": [1, 2]}),
+    ((7, 6, 4, 2), (3, 3, 2, 4), {"pad": 1}),                             # 2 groups
+    ((9, 8, 3, 2), (4, 2, 3, 5), {"stride": 2, "pad": [1, 2, 0, 1]}),
+]
+
+
+@pytest.mark.parametrize("engine", ["im2col", "shifted", "rows"])
+@pytest.mark.parametrize("case", CONV_ENGINE_CASES)
+def test_each_conv_engine_on_the_device(gpu, engine, case, monkeypatch):
+    import vlnn.conv as conv_module
+    from vlnn import vl_nnconv, vl_nnconvt
+    xs, ws, opts = case
+    x, w, b = _rand(xs, 21), _rand(ws, 22), _rand((ws[3],), 23)
+    monkeypatch.setattr(conv_module, "_FORCE_STRATEGY", engine)
+    y = vl_nnconv(x, w, b, **opts)
+    dy = _rand(y.shape, 24)
+    assert_same_on_device(vl_nnconv(*to_device((x, w, b)), **opts), y, where="conv")
+    assert_same_on_device(vl_nnconv(*to_device((x, w, b, dy)), **opts),
+                          vl_nnconv(x, w, b, dy, **opts), where="conv backward")
+    if "stride" in opts:
+        xt, bt = _rand((3, 4, ws[3], 2), 25), _rand((ws[2],), 26)
+        topts = {"upsample": opts["stride"], "crop": opts["pad"]}
+        yt = vl_nnconvt(xt, w, bt, **topts)
+        assert_same_on_device(vl_nnconvt(*to_device((xt, w, bt)), **topts), yt, where="convt")
+        dyt = _rand(yt.shape, 27)
+        assert_same_on_device(vl_nnconvt(*to_device((xt, w, bt, dyt)), **topts),
+                              vl_nnconvt(xt, w, bt, dyt, **topts), where="convt backward")
+
+
 @pytest.mark.parametrize("sample", SAMPLES, ids=[s.name for s in SAMPLES])
 def test_sample_of_the_generic_table_on_the_device(gpu, sample):
     args = sample.cast(np.float32)
