@@ -704,13 +704,11 @@ def test_bnorm_float32_large_mean():
 
 
 @pytest.mark.parametrize("order", ["c", "nhwc"])
-def test_bnorm_float32_sampled_reference_far_from_the_mean(order):
-    # the moments' reference is the mean of every 8th slab of the data seen
-    # as P x C x Q in memory order (vl_nnbnorm); make exactly those slabs lie
-    # 6 standard deviations off, on top of a large mean: the moments keep
-    # float32 accuracy (measured: sigma 6e-6 relative in the N,H,W,C case,
-    # 5e-7 in the C-ordered one; 7e-7 with the data's own mean as reference),
-    # and so do the derivatives
+def test_bnorm_float32_large_mean_uneven_batch(order):
+    # every 8th slab of the data (seen as P x C x Q in memory order) lies 6
+    # standard deviations off, on top of a large mean: the moments keep
+    # float32 accuracy (measured: sigma 7e-7 relative), and so do the
+    # derivatives, computed from X - REF kept in the output
     x64 = data((27, 27, 4, 16), seed=76) * 0.5 + 1000.0
     if order == "c":
         x64.reshape(27 * 27, 4, 16)[::8] += 3.0             # P = H x W
@@ -725,7 +723,7 @@ def test_bnorm_float32_sampled_reference_far_from_the_mean(order):
     xr = x.astype(np.float64)
     mu, var = xr.mean(axis=(0, 1, 3)), xr.var(axis=(0, 1, 3))
     np.testing.assert_allclose(moments[:, 0], mu, rtol=1e-7)
-    np.testing.assert_allclose(moments[:, 1], np.sqrt(var + 1e-4), rtol=2e-5)
+    np.testing.assert_allclose(moments[:, 1], np.sqrt(var + 1e-4), rtol=3e-6)
     sigma = np.sqrt(var + 1e-4)
     np.testing.assert_allclose(y, (xr - mu[:, None]) / sigma[:, None], atol=2e-4)
     dy = data(x.shape, np.float32, seed=77)
