@@ -1443,8 +1443,21 @@ def _check_against_numerical(f, x, analytic, rel=1e-5):
     check_derivative(f, x, analytic, np.array(1.0), rtol=rel, atol=1e-8)
 
 
-def test_inception_helpers_build_a_net_that_matches_the_blocks():
+@pytest.fixture
+def seeded_vlnn():
+    """vlnn's generator seeded for one test (the dropout mask it draws is then
+    fixed: with an entropy-seeded one, about 1 mask in 200 puts a ReLU or max
+    pooling kink within the finite differences' step), restored afterwards."""
+    import vlnn
+    previous = vlnn.get_random_generator()
+    vlnn.set_random_seed(20261203)
+    yield
+    vlnn.set_random_generator(previous)
+
+
+def test_inception_helpers_build_a_net_that_matches_the_blocks(seeded_vlnn):
     from vlnn import vl_nnbnorm
+    RNG = np.random.default_rng(1446)     # this test's data, whatever ran before
     net = cnn_imagenet_init_inception_reduced("cudnnWorkspaceLimit", 1024)
     conv = net.layers[net.getLayerIndex("inception6_1_b2")].block
     assert list(conv.pad) == [0, 0, 1, 1] and list(conv.size) == [1, 3, 2, 3]
