@@ -9,3 +9,20 @@ for _path in (os.path.dirname(_TESTS), _TESTS):
     while _path in sys.path:
         sys.path.remove(_path)
     sys.path.insert(0, _path)
+
+
+import zlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _reproducible_vlnn_generator(request):
+    """Each test starts vlnn's generator (dropout masks, DagNN's initParams,
+    the trainers' shuffles) from a seed of its own name, so that a failure
+    reproduces whatever ran before; the previous generator is restored."""
+    import vlnn
+    previous = vlnn.get_random_generator()
+    vlnn.set_random_seed(zlib.crc32(request.node.nodeid.encode()))
+    yield
+    vlnn.set_random_generator(previous)
