@@ -417,6 +417,33 @@ def test_relu_pieces_equal_whole_array(dtype, order, shape, leak, split_everythi
         assert y.strides == x.strides
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("order", ["c", "nhwc", "f"])
+@pytest.mark.parametrize("shape", [(1, 1, 7, 5), (5, 3, 4, 1), (2, 9, 1, 3), (1, 1, 1, 1)])
+def test_softmax_slabs_equal_whole_array(dtype, order, shape, split_everything):
+    """vl_nnsoftmax, vl_nnsoftmaxloss and vl_nnloss's softmaxlog run their
+    exponentials on slabs along H, W or N on the shared threads."""
+    from vlnn import vl_nnloss, vl_nnsoftmax, vl_nnsoftmaxloss
+    from vlnn.activations import softmax_parts
+    r = rng(12)
+    x = _layout((3 * r.standard_normal(shape)).astype(dtype), order)
+    x[(0,) * 4] = 80.0        # exp would overflow without the maximum
+    labels = r.integers(1, shape[2] + 1, size=shape[:2] + (1, shape[3])).astype(dtype)
+    dy = _layout(r.standard_normal(shape).astype(dtype), order)
+    calls = (lambda: vl_nnsoftmax(x), lambda: vl_nnsoftmax(x, dy),
+             lambda: vl_nnsoftmaxloss(x, labels), lambda: vl_nnsoftmaxloss(x, labels, 0.5),
+             lambda: vl_nnloss(x, labels, loss="softmaxlog"),
+             lambda: vl_nnloss(x, labels, 0.5, loss="softmaxlog"))
+    split_everything.setattr(threads, "THREADS", 1)        # whole arrays
+    whole = [f() for f in calls]
+    parts = softmax_parts(np.asarray(x), np)
+    split_everything.setattr(threads, "THREADS", 3)        # slabs on 3 threads
+    for f, expected in zip(calls, whole):
+        _same(f(), expected)
+    for got, expected in zip(softmax_parts(np.asarray(x), np), parts):
+        _same(got, expected)
+
+
 def test_zeros_operand_is_shared_read_only_and_grows():
     from vlnn._im2col import zeros_operand
     a = zeros_operand(5, np.float32, np)

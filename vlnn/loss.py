@@ -5,7 +5,7 @@ import numpy as np
 
 from ._backend import block_tensors, like_shape, to4d
 from ._options import as_float, as_int, parse_options, split_derivative
-from .activations import stable_sigmoid
+from .activations import softmax_parts, stable_sigmoid
 
 
 def _real_array(a, fname, name, xp):
@@ -110,18 +110,9 @@ def loss_dzdy(dzdy, fname, xp, dtype, target):
 # ---------------------------------------------------------------------------
 # softmax log loss, shared by vl_nnsoftmaxloss and vl_nnloss(..., 'softmaxlog')
 
-def _exp_shifted(x4, xp):
-    """``(m, e, s)``: the channel maximum ``m``, ``e = exp(x - m)`` and its
-    channel sum ``s``; with the maximum subtracted nothing overflows."""
-    top = x4.max(axis=2, keepdims=True)
-    ex = x4 - top
-    xp.exp(ex, out=ex)
-    return top, ex, ex.sum(axis=2, keepdims=True)
-
-
 def _softmaxlog_loss(x4, index, xp):
     """``log sum_k exp x_k - x_c`` at every location (``H x W x 1 x N``)."""
-    top, _, total = _exp_shifted(x4, xp)
+    top, _, total = softmax_parts(x4, xp)
     picked = xp.take_along_axis(x4, index, axis=2)
     return top + xp.log(total) - picked
 
@@ -129,7 +120,7 @@ def _softmaxlog_loss(x4, index, xp):
 def _softmaxlog_derivative(x4, index, scale, xp):
     """``scale * (softmax(x) - onehot(c))``; ``scale`` broadcasts to
     ``H x W x 1 x N``."""
-    _, ex, total = _exp_shifted(x4, xp)
+    _, ex, total = softmax_parts(x4, xp)
     # softmax_c - 1 is formed before scaling: exact where softmax_c is near 1
     at_label = (xp.take_along_axis(ex, index, axis=2) / total - 1) * scale
     ex *= scale / total
