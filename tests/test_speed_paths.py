@@ -423,6 +423,7 @@ def test_relu_pieces_equal_whole_array(dtype, order, shape, leak, split_everythi
 def test_softmax_slabs_equal_whole_array(dtype, order, shape, split_everything):
     """vl_nnsoftmax, vl_nnsoftmaxloss and vl_nnloss's softmaxlog run their
     exponentials on slabs along H, W or N on the shared threads."""
+    import vlnn.activations as activations_module
     from vlnn import vl_nnloss, vl_nnsoftmax, vl_nnsoftmaxloss
     from vlnn.activations import softmax_parts
     r = rng(12)
@@ -434,6 +435,7 @@ def test_softmax_slabs_equal_whole_array(dtype, order, shape, split_everything):
              lambda: vl_nnsoftmaxloss(x, labels), lambda: vl_nnsoftmaxloss(x, labels, 0.5),
              lambda: vl_nnloss(x, labels, loss="softmaxlog"),
              lambda: vl_nnloss(x, labels, 0.5, loss="softmaxlog"))
+    split_everything.setattr(activations_module, "_SOFTMAX_PARALLEL_MIN_BYTES", 0)
     split_everything.setattr(threads, "THREADS", 1)        # whole arrays
     whole = [f() for f in calls]
     parts = softmax_parts(np.asarray(x), np)
