@@ -30,9 +30,11 @@ _local = threading.local()
 def set_workspace_limit(nbytes):
     """Cap (in bytes) on the scratch memory a convolution holds at once:
     im2col columns, padded copies of chunks of the batch and the per-thread
-    buffers of the shifted-GEMM engine.  The batch is processed in chunks
-    (whole images, or bands of output rows of one image) that fit.  Outputs,
-    derivatives and a copy of the input in another memory order come on top.
+    buffers of the shifted-GEMM and filter-row engines.  The batch is
+    processed in chunks (whole images, or bands of output rows of one image)
+    that fit.  Outputs, derivatives, a copy of the input in another memory
+    order and, for strided layers whose filters are whole strides, the input
+    folded into channels come on top.
     Pooling pads a copy of its whole input, bounded by the input's size.
     Default 256 MB.  Returns the previous limit."""
     nbytes = int(nbytes)
