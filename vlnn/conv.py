@@ -392,6 +392,16 @@ def _shifted_image_bytes(geom, itemsize):
     return hp * wp * 2 * (geom.c + geom.k) * itemsize
 
 
+def _image_chunks(geom, xp, dtype, want_y, want_dx, per_image):
+    """The NHWC outputs ``y`` and ``dx`` (None when not asked) of the engines
+    that take whole images, and their chunks ``(n0, n1)``: as many images as
+    fit the chunk size with ``per_image`` bytes of scratch each, at least one."""
+    y = xp.empty((geom.n, geom.ho, geom.wo, geom.k), dtype) if want_y else None
+    dx = xp.empty((geom.n, geom.h, geom.w, geom.c), dtype) if want_dx else None
+    per = max(1, min(_CHUNK_BYTES, get_workspace_limit() // 4) // per_image)
+    return y, dx, [(n0, min(n0 + per, geom.n)) for n0 in range(0, geom.n, per)]
+
+
 def _conv_shifted(geom, wmat, xp, dtype, x=None, dy=None,
                   want_y=False, want_dx=False, want_dw=False):
     """Stride-1 convolution by shifted GEMMs (any dilation, groups, padding).
@@ -412,11 +422,8 @@ def _conv_shifted(geom, wmat, xp, dtype, x=None, dy=None,
     off_max = offsets[-1]
     taps_w = [[wmat[g, t * fc:(t + 1) * fc] for t in range(geom.taps)] for g in range(g_count)]
     taps_wt = [[m.T for m in per_group] for per_group in taps_w]
-    y = xp.empty((geom.n, geom.ho, geom.wo, geom.k), dtype) if want_y else None
-    dx = xp.empty((geom.n, geom.h, geom.w, geom.c), dtype) if want_dx else None
-    per_image = _shifted_image_bytes(geom, np.dtype(dtype).itemsize)
-    per = max(1, min(_CHUNK_BYTES, get_workspace_limit() // 4) // per_image)
-    chunks = [(n0, min(n0 + per, geom.n)) for n0 in range(0, geom.n, per)]
+    y, dx, chunks = _image_chunks(geom, xp, dtype, want_y, want_dx,
+                                  _shifted_image_bytes(geom, np.dtype(dtype).itemsize))
 
     def run(chunk, dw_acc):
         n0, n1 = chunk
@@ -532,11 +539,8 @@ def _conv_rows(geom, wmat, xp, dtype, x=None, dy=None,
         flipped = [[xp.ascontiguousarray(
             wmat[g].reshape(fh, fw, fc, kg)[::-1, ::-1].transpose(0, 1, 3, 2)[u]
             .reshape(fw * kg, fc)) for u in range(fh)] for g in range(g_count)]
-    y = xp.empty((geom.n, ho, wo, geom.k), dtype) if want_y else None
-    dx = xp.empty((geom.n, geom.h, geom.w, geom.c), dtype) if want_dx else None
-    per_image = _rows_image_bytes(geom, np.dtype(dtype).itemsize)
-    per = max(1, min(_CHUNK_BYTES, get_workspace_limit() // 4) // per_image)
-    chunks = [(n0, min(n0 + per, geom.n)) for n0 in range(0, geom.n, per)]
+    y, dx, chunks = _image_chunks(geom, xp, dtype, want_y, want_dx,
+                                  _rows_image_bytes(geom, np.dtype(dtype).itemsize))
 
     def run(chunk, dw_acc):
         n0, n1 = chunk
