@@ -284,6 +284,7 @@ S2D_CASES = [
     ((11, 10, 4, 3), (4, 6, 4, 2), {"stride": [2, 3], "pad": [3, 0, 1, 2]}),  # pad > stride
     ((13, 12, 2, 2), (6, 3, 2, 4), {"stride": 3, "pad": [0, 1, 2, 0]}),    # rows past the last window
     ((2, 2, 3, 2), (2, 2, 3, 2), {"stride": 2, "pad": [1, 1, 1, 1]}),      # 2x2 image
+    ((2, 3, 3, 2), (4, 4, 3, 2), {"stride": 4, "pad": [5, 0, 6, 1]}),      # no pixel read
 ]
 
 

@@ -210,9 +210,10 @@ def _conv_space_to_depth(geom, folded, wmat, xp, dtype, x4, dy4, want_y, want_dx
             for rx, (j0, nj, b0) in enumerate(cols):
                 dx[:, i0:i0 + ni * sy:sy, j0:j0 + nj * sx:sx] = \
                     dxf6[:, a0:a0 + ni, b0:b0 + nj, ry, rx]
-        # pixels past the last window: read by none
-        h_read = min(geom.h, folded.h * sy - geom.pad[0])
-        w_read = min(geom.w, folded.w * sx - geom.pad[2])
+        # pixels past the last window (all of them when the top or left
+        # padding reaches past it): read by none
+        h_read = max(0, min(geom.h, folded.h * sy - geom.pad[0]))
+        w_read = max(0, min(geom.w, folded.w * sx - geom.pad[2]))
         dx[:, h_read:] = 0
         dx[:, :, w_read:] = 0
     if want_dw:
